@@ -1,0 +1,55 @@
+# Everything the tests need is installed by `make tools`; `make test` runs it
+# first, so on a fresh machine (as root) `make test` is the one command.
+
+SHELL := /bin/bash
+GO ?= go
+TOOLS_DIR := $(CURDIR)/.tools/bin
+CONTAINERD_VERSION := v2.4.2
+# Debian packages: containerd 1.6 + runc (the second test daemon and the
+# runtime of both), busybox-static (the test rootfs), criu (real checkpoint
+# tests run when `criu check` passes).
+APT_PACKAGES := containerd runc busybox-static criu
+TEST_FLAGS ?= -race -count=1 -timeout 25m
+LIBCONTAINERD_TEST_CONTAINERD ?= v2
+export LIBCONTAINERD_TOOLS_DIR := $(TOOLS_DIR)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: $(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION) ## install test dependencies: Debian packages if missing, containerd 2.4 (CONTAINERD_VERSION) into .tools/bin
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run make tools as root)"; exit 1; fi; \
+		echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION):
+	mkdir -p $(TOOLS_DIR)
+	GOBIN=$(TOOLS_DIR) GOFLAGS= $(GO) install -tags no_btrfs \
+		github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_VERSION) \
+		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$(CONTAINERD_VERSION)
+	touch $@
+
+.PHONY: test
+test: tools ## unit and integration tests with -race against one daemon (LIBCONTAINERD_TEST_CONTAINERD=v2|debian, default v2)
+	LIBCONTAINERD_TEST_CONTAINERD=$(LIBCONTAINERD_TEST_CONTAINERD) $(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: test-matrix
+test-matrix: tools ## the tests against both daemons: containerd 2.4 and Debian's 1.6
+	$(MAKE) test LIBCONTAINERD_TEST_CONTAINERD=v2
+	$(MAKE) test LIBCONTAINERD_TEST_CONTAINERD=debian
+
+.PHONY: bench
+bench: tools ## benchmarks, each against a baseline measured in the same run
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+.PHONY: lint
+lint: ## gofmt check and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...

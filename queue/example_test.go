@@ -1,0 +1,43 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ctrkit/libcontainerd/queue"
+)
+
+// Events for one container are handled in order, one at a time, while
+// different containers are handled concurrently.
+func Example() {
+	var q queue.Queue // the zero value is ready to use
+
+	// Each container's log is only touched by that container's callbacks,
+	// which never run at the same time, so it needs no lock.
+	handled := map[string]*[]string{"c1": new([]string), "c2": new([]string)}
+	for _, ev := range []struct{ id, event string }{
+		{"c1", "start"}, {"c2", "start"}, {"c1", "oom"}, {"c1", "exit"}, {"c2", "exit"},
+	} {
+		log := handled[ev.id]
+		q.Append(ev.id, func() { *log = append(*log, ev.event) })
+	}
+
+	// Shut down: refuse new events and let the queued ones finish.
+	q.Close()
+	if !q.TryAppend("c1", func() {}) {
+		fmt.Println("closed: new events are dropped")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := q.Wait(ctx); err != nil {
+		fmt.Println("still pending:", q.Len(), err)
+		return
+	}
+	fmt.Println("c1:", *handled["c1"])
+	fmt.Println("c2:", *handled["c2"])
+	// Output:
+	// closed: new events are dropped
+	// c1: [start oom exit]
+	// c2: [start exit]
+}
