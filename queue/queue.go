@@ -70,9 +70,13 @@ type Queue struct {
 	n      atomic.Int64         // callbacks queued or running
 }
 
-// keyQueue is the backlog of one id. Append adds to pending under the
-// Queue's lock; the id's worker swaps pending for spare, an empty buffer it
-// owns, and runs the swapped-out batch without holding the lock.
+// keyQueue is the backlog of one id. The callback that finds the id idle is
+// handed to the new worker in first; later ones are added to pending under
+// the Queue's lock. The worker runs first, then repeatedly swaps pending for
+// spare, an empty buffer it owns, and runs the swapped-out batch without
+// holding the lock. Handing over first directly means a lone callback, the
+// common case for sparse events, costs the worker a single lock
+// acquisition.
 //
 // keyQueues are recycled through keyQueuePool together with their buffers
 // and their bound worker function, so that starting a worker for an idle id
@@ -80,6 +84,7 @@ type Queue struct {
 type keyQueue struct {
 	q       *Queue
 	id      string
+	first   func() // the callback that started the worker
 	pending []func()
 	spare   []func()
 	run     func() // k.drain, bound once per keyQueue
@@ -132,18 +137,23 @@ func (q *Queue) TryAppend(id string, f func()) bool {
 		q.keys = make(map[string]*keyQueue)
 	}
 	k := q.getKeyQueue(id)
-	k.pending = append(k.pending, f)
+	k.first = f
 	q.keys[id] = k
 	q.Unlock()
 	go k.run()
 	return true
 }
 
-// drain is the worker for k.id. It runs k's backlog a batch at a time,
-// taking the Queue's lock once per batch, and exits once the backlog is
-// empty.
+// drain is the worker for k.id. It runs k.first and then k's backlog a
+// batch at a time, taking the Queue's lock once per batch, and exits as soon
+// as the backlog is empty.
 func (k *keyQueue) drain() {
 	q := k.q
+	first := k.first
+	k.first = nil
+	first()
+	q.n.Add(-1)
+
 	batch := k.spare
 	k.spare = nil
 	for {

@@ -1,0 +1,267 @@
+// Package libcontainerd drives containerd for a container engine: it wraps a
+// containerd v2 client and hands out container, task and process handles
+// with FIFO stdio (as cio.DirectIO), while one event subscription per
+// namespace delivers task events, in order per container, to a Backend.
+//
+// It is a drop-in successor of github.com/docker/docker/libcontainerd
+// (remote, types and queue): the same names and signatures, the same bundle
+// label and FIFO layout on disk, so containers created by either can be
+// loaded and re-attached by the other.
+//
+// A minimal engine:
+//
+//	cli, _ := containerd.New("/run/containerd/containerd.sock")
+//	c, err := libcontainerd.NewClient(ctx, cli, "/var/run/engine/containerd", "engine", backend)
+//	ctr, err := c.NewContainer(ctx, "web", spec, "io.containerd.runc.v2", &runcoptions.Options{})
+//	task, err := ctr.NewTask(ctx, "", false, func(dio *cio.DirectIO) (cio.IO, error) {
+//		go io.Copy(os.Stdout, dio.Stdout)
+//		go io.Copy(os.Stderr, dio.Stderr)
+//		return dio, nil
+//	})
+//	err = task.Start(ctx)
+//	// backend.ProcessEvent receives create, start and, when it ends, exit.
+//
+// Beyond moby's copy, the client delivers each exit exactly once, also
+// across a containerd restart (it reconnects with backoff and reconciles
+// what it missed), retries events the Backend failed, validates IDs before
+// touching the filesystem, classifies every error with containerd/errdefs,
+// and can be closed: see Client.Close.
+package libcontainerd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctrkit/libcontainerd/queue"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// DockerContainerBundlePath is the label key pointing to the container's
+// bundle path. It is moby's key, so containers created by either library
+// can be loaded by the other.
+const DockerContainerBundlePath = "com.docker/engine.bundle.path"
+
+// Client is the libcontainerd client of one containerd namespace. It
+// implements types.Client; Close, CloseContext and Metrics are its
+// additions. It is safe for concurrent use.
+type Client struct {
+	client   *containerd.Client
+	stateDir string
+	ns       string
+	backend  types.Backend
+	logger   *log.Entry
+	opts     clientOptions
+
+	eventQ    queue.Queue
+	events    *eventState
+	counters  eventCounters
+	syncTopic string
+	// abandonC is closed when queued events are to be dropped (Close).
+	abandonC chan struct{}
+
+	// inflight holds the process IDs ("container/process") whose FIFOs are
+	// being created, so that two concurrent creations of the same process
+	// cannot share or remove each other's FIFOs.
+	inflightMu sync.Mutex
+	inflight   map[string]struct{}
+
+	loopCancel context.CancelFunc
+	loopDone   chan struct{}
+	closeOnce  sync.Once
+}
+
+var _ types.Client = (*Client)(nil)
+
+// NewClient creates a libcontainerd client for namespace ns of containerd
+// client cli. Bundles and FIFOs live under stateDir/<containerID>. Events of
+// the namespace are delivered to b until ctx ends or the client is closed.
+//
+// The returned value is a *Client; engines that want Close or Metrics use
+// New, or a type assertion.
+func NewClient(ctx context.Context, cli *containerd.Client, stateDir, ns string, b types.Backend, opts ...Option) (types.Client, error) {
+	c, err := New(ctx, cli, stateDir, ns, b, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// New is NewClient returning the concrete *Client.
+func New(ctx context.Context, cli *containerd.Client, stateDir, ns string, b types.Backend, opts ...Option) (*Client, error) {
+	if cli == nil {
+		return nil, fmt.Errorf("containerd client is nil: %w", errdefs.ErrInvalidArgument)
+	}
+	if b == nil {
+		return nil, fmt.Errorf("backend is nil: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := validateID("namespace", ns); err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(stateDir) {
+		return nil, fmt.Errorf("state dir %q must be an absolute path: %w", stateDir, errdefs.ErrInvalidArgument)
+	}
+	o := defaultClientOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	c := &Client{
+		client:    cli,
+		stateDir:  filepath.Clean(stateDir),
+		ns:        ns,
+		backend:   b,
+		logger:    log.G(ctx).WithField("module", "libcontainerd").WithField("namespace", ns),
+		opts:      o,
+		events:    newEventState(o.tombstoneTTL, o.tombstoneMax),
+		inflight:  make(map[string]struct{}),
+		loopDone:  make(chan struct{}),
+		abandonC:  make(chan struct{}),
+		syncTopic: newSyncTopic(),
+	}
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.loopCancel = cancel
+	go func() {
+		// The loop also ends when the caller's ctx does, as with moby.
+		select {
+		case <-ctx.Done():
+			cancel()
+		case <-loopCtx.Done():
+		}
+	}()
+	go c.processEventStream(loopCtx)
+	return c, nil
+}
+
+// Version returns the version of the containerd daemon.
+func (c *Client) Version(ctx context.Context) (containerd.Version, error) {
+	ctx = c.withNamespace(ctx)
+	v, err := c.client.Version(ctx)
+	return v, wrapError(err)
+}
+
+// LoadContainer loads the metadata of container id from containerd. It
+// returns a NotFound error when containerd has no such container.
+func (c *Client) LoadContainer(ctx context.Context, id string) (types.Container, error) {
+	if err := validateID("container", id); err != nil {
+		return nil, err
+	}
+	ctr, err := c.client.LoadContainer(c.withNamespace(ctx), id)
+	if err != nil {
+		return nil, fmt.Errorf("load container %s: %w", id, wrapError(err))
+	}
+	return &container{client: c, c8dCtr: ctr}, nil
+}
+
+// NewContainer creates container id with spec, run by shim with
+// runtimeOptions. Its bundle directory is stateDir/id (see WithBundle). opts
+// are applied first, then the spec, runtime and bundle. An ID in use returns
+// a Conflict error; on any error the bundle directory made here is removed.
+func (c *Client) NewContainer(ctx context.Context, id string, spec *specs.Spec, shim string, runtimeOptions interface{}, opts ...containerd.NewContainerOpts) (_ types.Container, retErr error) {
+	if err := validateID("container", id); err != nil {
+		return nil, err
+	}
+	if err := validateSpec(spec); err != nil {
+		return nil, err
+	}
+	if runtimeOptions != nil {
+		if _, err := typeurl.MarshalAny(runtimeOptions); err != nil {
+			return nil, fmt.Errorf("container %s: runtime options of type %T: %w: %w", id, runtimeOptions, errdefs.ErrInvalidArgument, err)
+		}
+	}
+	var bundle bundleRecord
+	defer func() {
+		if retErr != nil && bundle.created {
+			if err := os.RemoveAll(bundle.path); err != nil {
+				c.logger.WithError(err).WithField("bundle", bundle.path).Warn("failed to remove bundle of failed container")
+			}
+		}
+	}()
+
+	all := append(append([]containerd.NewContainerOpts{}, opts...),
+		containerd.WithSpec(spec),
+		containerd.WithRuntime(shim, runtimeOptions),
+		withBundle(c.bundleDir(id), spec, &bundle),
+	)
+	ctr, err := c.client.NewContainer(c.withNamespace(ctx), id, all...)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("container %s: id already in use: %w", id, errdefs.ErrConflict)
+		}
+		return nil, fmt.Errorf("create container %s: %w", id, wrapError(err))
+	}
+	created := &container{client: c, c8dCtr: ctr}
+	if ro, ok := runtimeOptions.(*runcoptions.Options); ok {
+		created.runcOptions = ro
+	}
+	return created, nil
+}
+
+// Close stops the event subscription, delivers or abandons the queued events
+// according to the ClosePolicy, and returns when every goroutine the client
+// started has exited. Handles already given out keep working for calls that
+// do not need events. Close is idempotent.
+func (c *Client) Close() error {
+	return c.CloseContext(context.Background())
+}
+
+// CloseContext is Close with a bound on how long draining queued events may
+// take; when ctx ends first, the remaining events are abandoned and
+// ctx.Err() is returned after the goroutines have exited.
+func (c *Client) CloseContext(ctx context.Context) error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.loopCancel()
+		<-c.loopDone
+		err = c.closeQueue(ctx)
+	})
+	return err
+}
+
+// withNamespace puts the client's namespace in ctx: every call a Client and
+// its handles make is in that namespace, the one its events come from.
+func (c *Client) withNamespace(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, c.ns)
+}
+
+func (c *Client) bundleDir(id string) string {
+	return filepath.Join(c.stateDir, id)
+}
+
+// reserve marks process id of container ctrID as being created. It fails
+// with Conflict when another call is creating it.
+func (c *Client) reserve(ctrID, id string) (release func(), _ error) {
+	key := ctrID + "/" + id
+	c.inflightMu.Lock()
+	defer c.inflightMu.Unlock()
+	if _, busy := c.inflight[key]; busy {
+		return nil, fmt.Errorf("process %s of container %s is being created: %w", id, ctrID, errdefs.ErrConflict)
+	}
+	c.inflight[key] = struct{}{}
+	return func() {
+		c.inflightMu.Lock()
+		delete(c.inflight, key)
+		c.inflightMu.Unlock()
+	}, nil
+}
+
+func validateSpec(spec *specs.Spec) error {
+	switch {
+	case spec == nil:
+		return fmt.Errorf("spec is nil: %w", errdefs.ErrInvalidArgument)
+	case spec.Root == nil:
+		return fmt.Errorf("spec has no root: %w", errdefs.ErrInvalidArgument)
+	case spec.Process == nil:
+		return fmt.Errorf("spec has no process: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}

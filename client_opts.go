@@ -1,0 +1,80 @@
+package libcontainerd
+
+import (
+	"time"
+)
+
+// Option configures a Client. Options are additive to moby's NewClient
+// signature: a program that passes none gets moby's behaviour plus the
+// guarantees this package documents.
+type Option func(*clientOptions)
+
+// ClosePolicy says what Close does with events that are queued for the
+// Backend but not yet delivered.
+type ClosePolicy int
+
+const (
+	// CloseDrain delivers every queued event before Close returns (bounded
+	// by the context given to CloseContext). This is the default.
+	CloseDrain ClosePolicy = iota
+	// CloseAbandon drops queued events that have not started; an event that
+	// is being delivered finishes.
+	CloseAbandon
+)
+
+type clientOptions struct {
+	retryAttempts   int
+	retryMinBackoff time.Duration
+	retryMaxBackoff time.Duration
+	reconnectMin    time.Duration
+	reconnectMax    time.Duration
+	closePolicy     ClosePolicy
+	tombstoneTTL    time.Duration
+	tombstoneMax    int
+}
+
+func defaultClientOptions() clientOptions {
+	return clientOptions{
+		retryAttempts:   5,
+		retryMinBackoff: 50 * time.Millisecond,
+		retryMaxBackoff: 2 * time.Second,
+		reconnectMin:    100 * time.Millisecond,
+		reconnectMax:    5 * time.Second,
+		closePolicy:     CloseDrain,
+		tombstoneTTL:    2 * time.Minute,
+		tombstoneMax:    10000,
+	}
+}
+
+// WithEventRetry sets how often an event whose Backend.ProcessEvent returned
+// an error is tried in all (attempts >= 1) and the backoff between tries,
+// which doubles from min up to max. Later events of the same container wait
+// behind the event being retried; other containers are not held up. After
+// the last attempt the event is dropped and counted in Metrics.Dropped.
+// Default: 5 attempts, 50 ms to 2 s.
+func WithEventRetry(attempts int, minBackoff, maxBackoff time.Duration) Option {
+	return func(o *clientOptions) {
+		if attempts < 1 {
+			attempts = 1
+		}
+		o.retryAttempts = attempts
+		o.retryMinBackoff = minBackoff
+		o.retryMaxBackoff = max(minBackoff, maxBackoff)
+	}
+}
+
+// WithReconnectBackoff sets the bounds of the exponential backoff (with
+// jitter) between attempts to re-subscribe to containerd's events after the
+// stream broke. Default: 100 ms to 5 s.
+func WithReconnectBackoff(minBackoff, maxBackoff time.Duration) Option {
+	return func(o *clientOptions) {
+		o.reconnectMin = minBackoff
+		o.reconnectMax = max(minBackoff, maxBackoff)
+	}
+}
+
+// WithClosePolicy sets what Close does with queued events. Default:
+// CloseDrain.
+func WithClosePolicy(p ClosePolicy) Option {
+	return func(o *clientOptions) { o.closePolicy = p }
+}

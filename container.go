@@ -1,0 +1,224 @@
+package libcontainerd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"go.opentelemetry.io/otel/attribute"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// envNoClean keeps bundle directories after Container.Delete, for
+// debugging, as in moby.
+const envNoClean = "LIBCONTAINERD_NOCLEAN"
+
+type container struct {
+	client *Client
+	c8dCtr containerd.Container
+
+	// runcOptions are the runtime options the container was created with
+	// by this client; nil for loaded containers, whose options are read
+	// from containerd when a task is created.
+	runcOptions *runcoptions.Options
+}
+
+var _ types.Container = (*container)(nil)
+
+// NewTask creates the container's task with FIFOs in its bundle directory
+// and hands them to attachStdio; it does not start it.
+func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin bool, attachStdio types.StdioCallback) (_ types.Task, retErr error) {
+	id := c.c8dCtr.ID()
+	ctx, end := startSpan(c.client.withNamespace(ctx), "libcontainerd.NewTask",
+		attribute.String("container.id", id), attribute.Bool("stdin", withStdin), attribute.Bool("checkpoint", checkpointDir != ""))
+	defer end(&retErr)
+
+	if attachStdio == nil {
+		return nil, fmt.Errorf("new task %s: stdio callback is nil: %w", id, errdefs.ErrInvalidArgument)
+	}
+	md, spec, err := c.info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bundle, err := c.bundle(md)
+	if err != nil {
+		return nil, err
+	}
+	runcOpts, err := c.taskRuncOptions(md, spec)
+	if err != nil {
+		return nil, err
+	}
+
+	release, err := c.client.reserve(id, id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	// A task that exists owns the FIFOs at our paths: refuse before
+	// touching them.
+	if _, err := c.c8dCtr.Task(ctx, nil); err == nil {
+		return nil, fmt.Errorf("new task %s: task already exists: %w", id, errdefs.ErrConflict)
+	} else if !errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("new task %s: %w", id, wrapError(err))
+	}
+
+	taskOpts := []containerd.NewTaskOpts{func(_ context.Context, _ *containerd.Client, info *containerd.TaskInfo) error {
+		if runcOpts != nil {
+			info.Options = runcOpts
+		}
+		return nil
+	}}
+	if checkpointDir != "" {
+		opt, cleanup, err := c.client.uploadCheckpoint(ctx, checkpointDir)
+		if err != nil {
+			return nil, fmt.Errorf("new task %s: %w", id, err)
+		}
+		defer cleanup()
+		taskOpts = append(taskOpts, opt)
+	}
+
+	procC := make(chan containerd.Process, 1)
+	fifoCfg := fifoPaths(bundle, id, withStdin, spec.Process.Terminal)
+	t, err := c.c8dCtr.NewTask(ctx, func(string) (cio.IO, error) {
+		fifos, err := newFIFOSet(c.client.logger.WithField("container", id), fifoCfg)
+		if err != nil {
+			return nil, err
+		}
+		return c.client.processIO(ctx, fifos, procC, attachStdio)
+	}, taskOpts...)
+	if err != nil {
+		// containerd cancels and closes the IO (removing the FIFOs) itself.
+		close(procC)
+		if errdefs.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("new task %s: task already exists: %w", id, errdefs.ErrConflict)
+		}
+		return nil, fmt.Errorf("new task %s: %w", id, wrapError(err))
+	}
+	procC <- t
+	c.client.events.observe(id, id, t.Pid())
+	return &task{c8dTask: t, ctr: c}, nil
+}
+
+// Task returns the container's task without attaching to its IO.
+func (c *container) Task(ctx context.Context) (types.Task, error) {
+	t, err := c.c8dCtr.Task(c.client.withNamespace(ctx), nil)
+	if err != nil {
+		return nil, fmt.Errorf("task of container %s: %w", c.c8dCtr.ID(), wrapError(err))
+	}
+	c.client.events.observe(c.c8dCtr.ID(), c.c8dCtr.ID(), t.Pid())
+	return &task{c8dTask: t, ctr: c}, nil
+}
+
+// AttachTask opens the running task's FIFOs again for a new reader, the
+// case of an engine that restarted while its containers kept running.
+func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallback) (types.Task, error) {
+	ctx = c.client.withNamespace(ctx)
+	id := c.c8dCtr.ID()
+	if attachStdio == nil {
+		return nil, fmt.Errorf("attach task %s: stdio callback is nil: %w", id, errdefs.ErrInvalidArgument)
+	}
+	procC := make(chan containerd.Process, 1)
+	t, err := c.c8dCtr.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
+		return c.client.processIO(ctx, fifos, procC, attachStdio)
+	})
+	if err != nil {
+		close(procC)
+		return nil, fmt.Errorf("attach task %s: %w", id, wrapError(err))
+	}
+	procC <- t
+	c.client.events.observe(id, id, t.Pid())
+	return &task{c8dTask: t, ctr: c}, nil
+}
+
+// Delete removes the container from containerd, then its bundle directory
+// unless LIBCONTAINERD_NOCLEAN=1.
+func (c *container) Delete(ctx context.Context) error {
+	ctx = c.client.withNamespace(ctx)
+	id := c.c8dCtr.ID()
+	md, err := c.c8dCtr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return fmt.Errorf("delete container %s: %w", id, wrapError(err))
+	}
+	if err := c.c8dCtr.Delete(ctx); err != nil {
+		return fmt.Errorf("delete container %s: %w", id, wrapError(err))
+	}
+	c.client.events.forgetContainer(id)
+	bundle := md.Labels[DockerContainerBundlePath]
+	if bundle == "" || os.Getenv(envNoClean) == "1" {
+		return nil
+	}
+	// The label is only trusted to name this container's own directory.
+	if filepath.Base(bundle) != id || !filepath.IsAbs(bundle) {
+		c.client.logger.WithFields(log.Fields{"container": id, "bundle": bundle}).Warn("not removing unexpected bundle path")
+		return nil
+	}
+	if fi, err := os.Lstat(bundle); err == nil && fi.IsDir() {
+		if err := os.RemoveAll(bundle); err != nil {
+			c.client.logger.WithError(err).WithFields(log.Fields{"container": id, "bundle": bundle}).Error("failed to remove bundle")
+		}
+	}
+	return nil
+}
+
+// info reads the container's metadata and spec. It assumes the metadata has
+// not changed since the handle was made, saving a round trip.
+func (c *container) info(ctx context.Context) (containers.Container, *specs.Spec, error) {
+	id := c.c8dCtr.ID()
+	md, err := c.c8dCtr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return md, nil, fmt.Errorf("container %s: %w", id, wrapError(err))
+	}
+	if md.Spec == nil {
+		return md, nil, fmt.Errorf("container %s has no spec: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(md.Spec.GetValue(), &spec); err != nil {
+		return md, nil, fmt.Errorf("container %s: decode spec: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	if spec.Process == nil {
+		return md, nil, fmt.Errorf("container %s: spec has no process: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	return md, &spec, nil
+}
+
+// bundle returns the container's bundle directory from its label.
+func (c *container) bundle(md containers.Container) (string, error) {
+	b := md.Labels[DockerContainerBundlePath]
+	if b == "" || !filepath.IsAbs(b) {
+		return "", fmt.Errorf("container %s has no bundle label %s: %w", md.ID, DockerContainerBundlePath, errdefs.ErrFailedPrecondition)
+	}
+	return b, nil
+}
+
+// taskRuncOptions returns the runc options for a new task: the container's,
+// with the IO owned by the user root maps to. It returns nil for other
+// shims, whose options containerd passes on unchanged.
+func (c *container) taskRuncOptions(md containers.Container, spec *specs.Spec) (*runcoptions.Options, error) {
+	base := c.runcOptions
+	if base == nil && md.Runtime.Options != nil {
+		v, err := typeurl.UnmarshalAny(md.Runtime.Options)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: decode runtime options: %w", md.ID, errdefs.ErrFailedPrecondition)
+		}
+		base, _ = v.(*runcoptions.Options)
+	}
+	if base == nil {
+		return nil, nil
+	}
+	opts := proto.Clone(base).(*runcoptions.Options)
+	uid, gid := remappedRoot(spec)
+	opts.IoUid, opts.IoGid = uint32(uid), uint32(gid)
+	return opts, nil
+}

@@ -1,0 +1,546 @@
+package libcontainerd
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	apievents "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// taskTopics selects the task events of the namespace, as moby does.
+const taskTopics = "topic~=|^/tasks/|"
+
+// Metrics is a snapshot of the client's event counters.
+type Metrics struct {
+	Received     uint64 // task events read from containerd
+	Delivered    uint64 // ProcessEvent calls that succeeded
+	Deduplicated uint64 // events not delivered: repeated exits, starts after an exit
+	Synthesized  uint64 // exits made up by reconciliation after a reconnect
+	Retried      uint64 // ProcessEvent calls repeated after an error
+	Dropped      uint64 // events given up: retries exhausted or abandoned on Close
+	Reconnects   uint64 // times the event stream was re-established after breaking
+	QueueDepth   int    // events queued or being delivered now
+}
+
+type eventCounters struct {
+	received, delivered, deduplicated, synthesized, retried, dropped, reconnects atomic.Uint64
+}
+
+// Metrics returns a snapshot of the client's event counters.
+func (c *Client) Metrics() Metrics {
+	m := &c.counters
+	return Metrics{
+		Received:     m.received.Load(),
+		Delivered:    m.delivered.Load(),
+		Deduplicated: m.deduplicated.Load(),
+		Synthesized:  m.synthesized.Load(),
+		Retried:      m.retried.Load(),
+		Dropped:      m.dropped.Load(),
+		Reconnects:   m.reconnects.Load(),
+		QueueDepth:   c.eventQ.Len(),
+	}
+}
+
+// taskEvent is a containerd task event in the Backend's terms.
+type taskEvent struct {
+	typ  types.EventType
+	info types.EventInfo
+	// deleted marks a TaskDelete: not delivered, but it ends the process
+	// and carries its exit status.
+	deleted bool
+}
+
+// mapEvent translates a decoded containerd event. ok is false for events
+// the Backend does not receive.
+func mapEvent(v any) (ev taskEvent, ok bool) {
+	switch e := v.(type) {
+	case *apievents.TaskCreate:
+		return taskEvent{typ: types.EventCreate, info: types.EventInfo{ContainerID: e.ContainerID, ProcessID: e.ContainerID, Pid: e.Pid}}, true
+	case *apievents.TaskStart:
+		return taskEvent{typ: types.EventStart, info: types.EventInfo{ContainerID: e.ContainerID, ProcessID: e.ContainerID, Pid: e.Pid}}, true
+	case *apievents.TaskExit:
+		return taskEvent{typ: types.EventExit, info: types.EventInfo{
+			ContainerID: e.ContainerID, ProcessID: processIDOf(e.ContainerID, e.ID), Pid: e.Pid,
+			ExitCode: e.ExitStatus, ExitedAt: e.ExitedAt.AsTime(),
+		}}, true
+	case *apievents.TaskOOM:
+		return taskEvent{typ: types.EventOOM, info: types.EventInfo{ContainerID: e.ContainerID}}, true
+	case *apievents.TaskExecAdded:
+		return taskEvent{typ: types.EventExecAdded, info: types.EventInfo{ContainerID: e.ContainerID, ProcessID: e.ExecID}}, true
+	case *apievents.TaskExecStarted:
+		return taskEvent{typ: types.EventExecStarted, info: types.EventInfo{ContainerID: e.ContainerID, ProcessID: e.ExecID, Pid: e.Pid}}, true
+	case *apievents.TaskPaused:
+		return taskEvent{typ: types.EventPaused, info: types.EventInfo{ContainerID: e.ContainerID}}, true
+	case *apievents.TaskResumed:
+		return taskEvent{typ: types.EventResumed, info: types.EventInfo{ContainerID: e.ContainerID}}, true
+	case *apievents.TaskDelete:
+		return taskEvent{deleted: true, info: types.EventInfo{
+			ContainerID: e.ContainerID, ProcessID: processIDOf(e.ContainerID, e.ID), Pid: e.Pid,
+			ExitCode: e.ExitStatus, ExitedAt: e.ExitedAt.AsTime(),
+		}}, true
+	}
+	return taskEvent{}, false
+}
+
+// processIDOf names the process of an event: containerd leaves the ID empty
+// or sets it to the container ID for the init process.
+func processIDOf(containerID, id string) string {
+	if id == "" {
+		return containerID
+	}
+	return id
+}
+
+// handleEnvelope decodes one event from the stream and dispatches it.
+func (c *Client) handleEnvelope(env *events.Envelope) {
+	if env == nil || env.Event == nil {
+		c.logger.WithField("event", env).Warn("invalid event")
+		return
+	}
+	v, err := typeurl.UnmarshalAny(env.Event)
+	if err != nil {
+		c.logger.WithError(err).WithField("topic", env.Topic).Warn("failed to unmarshal event")
+		return
+	}
+	ev, ok := mapEvent(v)
+	if !ok {
+		c.logger.WithField("topic", env.Topic).Debug("ignoring event")
+		return
+	}
+	if ev.info.ContainerID == "" {
+		c.logger.WithField("topic", env.Topic).Warn("ignoring event without container id")
+		return
+	}
+	c.counters.received.Add(1)
+	c.dispatch(ev, false)
+}
+
+// dispatch runs an event through the exactly-once bookkeeping and queues it
+// for its container. synthesized marks exits made up by reconciliation.
+// It is called only from the event loop, so that the bookkeeping sees
+// events in stream order.
+func (c *Client) dispatch(ev taskEvent, synthesized bool) {
+	if ev.deleted {
+		// A TaskDelete can overtake the TaskExit of its process (the shim
+		// forwards exits asynchronously); its exit status is the same, so
+		// an exit not yet delivered is delivered from it, and the late
+		// TaskExit is then a duplicate.
+		if !c.events.deleted(ev.info) {
+			return
+		}
+		ev = taskEvent{typ: types.EventExit, info: ev.info}
+	} else if !c.events.accept(ev.typ, ev.info) {
+		c.counters.deduplicated.Add(1)
+		return
+	}
+	if synthesized {
+		c.counters.synthesized.Add(1)
+	}
+	c.eventQ.Append(ev.info.ContainerID, func() { c.deliver(ev) })
+}
+
+// deliver calls the Backend, retrying with backoff on error. Later events of
+// the container wait in the queue meanwhile.
+func (c *Client) deliver(ev taskEvent) {
+	logger := c.logger.WithFields(log.Fields{"container": ev.info.ContainerID, "event": ev.typ, "process": ev.info.ProcessID})
+	backoff := c.opts.retryMinBackoff
+	for attempt := 1; ; attempt++ {
+		if c.abandoned() {
+			c.counters.dropped.Add(1)
+			return
+		}
+		err := c.backend.ProcessEvent(ev.info.ContainerID, ev.typ, ev.info)
+		if err == nil {
+			c.counters.delivered.Add(1)
+			return
+		}
+		if attempt >= c.opts.retryAttempts {
+			c.counters.dropped.Add(1)
+			logger.WithError(err).WithField("attempts", attempt).Error("failed to process event, dropping it")
+			return
+		}
+		logger.WithError(err).WithField("attempt", attempt).Warn("failed to process event, retrying")
+		c.counters.retried.Add(1)
+		select {
+		case <-time.After(jitter(backoff)):
+		case <-c.abandonC:
+		}
+		backoff = min(2*backoff, c.opts.retryMaxBackoff)
+	}
+}
+
+func (c *Client) abandoned() bool {
+	select {
+	case <-c.abandonC:
+		return true
+	default:
+		return false
+	}
+}
+
+// closeQueue stops the queue and drains it or abandons what is queued,
+// according to the close policy and ctx.
+func (c *Client) closeQueue(ctx context.Context) error {
+	c.eventQ.Close()
+	if c.opts.closePolicy == CloseAbandon {
+		close(c.abandonC)
+		return c.eventQ.Wait(context.WithoutCancel(ctx))
+	}
+	err := c.eventQ.Wait(ctx)
+	if err != nil {
+		// Out of time: drop the rest, then wait for the event in flight.
+		close(c.abandonC)
+		_ = c.eventQ.Wait(context.WithoutCancel(ctx))
+	}
+	return err
+}
+
+// jitter returns a duration in [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+// processEventStream subscribes to the namespace's task events and keeps the
+// subscription alive until ctx ends: when the stream breaks it re-subscribes
+// with exponential backoff, logging once per outage, and after every
+// (re)subscription reconciles the state of the processes it knows.
+func (c *Client) processEventStream(ctx context.Context) {
+	defer close(c.loopDone)
+	var (
+		backoff     = c.opts.reconnectMin
+		outageStart time.Time
+		attempts    int
+	)
+	for {
+		connected := false
+		err := c.subscribe(ctx, func() {
+			connected = true
+			if !outageStart.IsZero() {
+				c.counters.reconnects.Add(1)
+				c.logger.WithFields(log.Fields{"outage": time.Since(outageStart).Round(time.Millisecond), "attempts": attempts}).Info("event stream restored")
+			}
+			outageStart, attempts, backoff = time.Time{}, 0, c.opts.reconnectMin
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if connected || outageStart.IsZero() {
+			outageStart = time.Now()
+			c.logger.WithError(err).Warn("event stream interrupted, reconnecting")
+		} else {
+			c.logger.WithError(err).Debug("event stream still down")
+		}
+		attempts++
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(2*backoff, c.opts.reconnectMax)
+	}
+}
+
+// subscribe runs one subscription until it breaks or ctx ends. To know when
+// the subscription is live (containerd does not say), it publishes a marker
+// on a topic of this client's own and calls ready, then reconciles, when the
+// marker comes back: any event published later is in the stream, and any
+// exit before is visible to reconciliation.
+func (c *Client) subscribe(ctx context.Context, ready func()) error {
+	subCtx, cancel := context.WithCancel(c.withNamespace(ctx))
+	defer cancel()
+	evC, errC := c.client.EventService().Subscribe(subCtx,
+		"namespace=="+c.ns+","+taskTopics,
+		"namespace=="+c.ns+",topic=="+c.syncTopic,
+	)
+	published := make(chan error, 1)
+	go func() {
+		published <- c.client.EventService().Publish(subCtx, c.syncTopic, &emptypb.Empty{})
+	}()
+	// The publisher ends with subCtx; wait for it unless it already reported.
+	defer func() {
+		cancel()
+		if published != nil {
+			<-published
+		}
+	}()
+
+	live := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errC:
+			if err == nil {
+				err = errors.New("event stream closed")
+			}
+			return wrapError(err)
+		case err := <-published:
+			published = nil
+			if err != nil && !live {
+				return fmt.Errorf("publish subscription marker: %w", wrapError(err))
+			}
+		case env := <-evC:
+			if env.Topic == c.syncTopic {
+				if !live {
+					live = true
+					ready()
+					c.reconcile(subCtx)
+				}
+				continue
+			}
+			c.handleEnvelope(env)
+		}
+	}
+}
+
+// reconcile asks containerd for every process this client knows whose exit
+// it has not delivered; for those that stopped, or are gone, while events
+// could not reach it, it synthesizes the exit.
+func (c *Client) reconcile(ctx context.Context) {
+	for _, p := range c.events.pending() {
+		req := &tasks.GetRequest{ContainerID: p.containerID}
+		if p.processID != p.containerID {
+			req.ExecID = p.processID
+		}
+		resp, err := c.client.TaskService().Get(ctx, req)
+		err = wrapError(err)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errdefs.IsNotFound(err):
+			c.dispatch(taskEvent{typ: types.EventExit, info: types.EventInfo{
+				ContainerID: p.containerID, ProcessID: p.processID, Pid: p.pid,
+				ExitCode: 255, ExitedAt: time.Now().UTC(),
+				Error: fmt.Errorf("exit status unknown: process was deleted while the event stream was down: %w", errdefs.ErrNotFound),
+			}}, true)
+		case err != nil:
+			c.logger.WithError(err).WithField("container", p.containerID).WithField("process", p.processID).Warn("reconcile: cannot get process state")
+		case resp.Process.Status == tasktypes.Status_STOPPED:
+			info := types.EventInfo{
+				ContainerID: p.containerID, ProcessID: p.processID, Pid: p.pid,
+				ExitCode: resp.Process.ExitStatus, ExitedAt: resp.Process.ExitedAt.AsTime(),
+			}
+			if resp.Process.Pid != p.pid && resp.Process.Pid != 0 {
+				// A different incarnation stopped: ours is gone, its status
+				// unknown.
+				info.ExitCode, info.ExitedAt = 255, time.Now().UTC()
+				info.Error = fmt.Errorf("exit status unknown: process was replaced while the event stream was down: %w", errdefs.ErrNotFound)
+			}
+			c.dispatch(taskEvent{typ: types.EventExit, info: info}, true)
+		}
+	}
+}
+
+func newSyncTopic() string {
+	b := make([]byte, 8)
+	_, _ = crand.Read(b)
+	return "/libcontainerd/sync/" + hex.EncodeToString(b)
+}
+
+// procKey names a process: the init process has its container's ID.
+type procKey struct{ containerID, processID string }
+
+// procState is what the client remembers of one process for exactly-once
+// exits.
+type procState struct {
+	pid    uint32   // pid of the incarnation seen last; 0 if unknown
+	exited []uint32 // pids whose exit was accepted, newest last (bounded)
+	gone   bool     // deleted: kept as a tombstone for late events
+}
+
+// maxExitedPids bounds the exit history of one process ID (an ID reused by
+// successive tasks or execs).
+const maxExitedPids = 8
+
+func (p *procState) hasExited(pid uint32) bool {
+	for _, e := range p.exited {
+		if e == pid {
+			return true
+		}
+	}
+	return false
+}
+
+// eventState is the exactly-once bookkeeping of one client. Deleted
+// processes stay as tombstones for a while, because on containerd 2.x a
+// TaskExit can arrive after the TaskDelete of its task; the number and age
+// of tombstones is bounded.
+type eventState struct {
+	mu         sync.Mutex
+	procs      map[procKey]*procState
+	tombstones []tombstone // oldest first
+	ttl        time.Duration
+	max        int
+	now        func() time.Time
+}
+
+type tombstone struct {
+	key procKey
+	at  time.Time
+}
+
+type pendingProcess struct {
+	containerID, processID string
+	pid                    uint32
+}
+
+func newEventState(ttl time.Duration, max int) *eventState {
+	return &eventState{procs: make(map[procKey]*procState), ttl: ttl, max: max, now: time.Now}
+}
+
+func (s *eventState) get(k procKey) *procState {
+	p := s.procs[k]
+	if p == nil {
+		p = &procState{}
+		s.procs[k] = p
+	}
+	return p
+}
+
+// observe records that process pid exists, from an API call (NewTask,
+// Task, AttachTask, Exec), so that reconciliation covers it even if none of
+// its events was seen.
+func (s *eventState) observe(containerID, processID string, pid uint32) {
+	if pid == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.get(procKey{containerID, processID})
+	if !p.hasExited(pid) {
+		p.pid, p.gone = pid, false
+	}
+}
+
+// accept reports whether an event is to be delivered, and records it: an
+// exit is accepted once per (container, process, pid), and a create or
+// start for a pid whose exit was accepted is dropped.
+func (s *eventState) accept(typ types.EventType, info types.EventInfo) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prune()
+	switch typ {
+	case types.EventCreate, types.EventStart, types.EventExecStarted:
+		p := s.get(procKey{info.ContainerID, info.ProcessID})
+		if p.hasExited(info.Pid) {
+			return false
+		}
+		if info.Pid != 0 {
+			p.pid, p.gone = info.Pid, false
+		}
+	case types.EventExit:
+		p := s.get(procKey{info.ContainerID, info.ProcessID})
+		if p.hasExited(info.Pid) {
+			return false
+		}
+		p.exited = append(p.exited, info.Pid)
+		if len(p.exited) > maxExitedPids {
+			p.exited = p.exited[1:]
+		}
+	}
+	return true
+}
+
+// deleted records a TaskDelete and reports whether it carries an exit that
+// was not accepted yet (which it then accepts).
+func (s *eventState) deleted(info types.EventInfo) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := procKey{info.ContainerID, info.ProcessID}
+	p := s.get(k)
+	exit := info.Pid != 0 && !p.hasExited(info.Pid)
+	if exit {
+		p.exited = append(p.exited, info.Pid)
+		if len(p.exited) > maxExitedPids {
+			p.exited = p.exited[1:]
+		}
+	}
+	s.bury(k, p)
+	return exit
+}
+
+// forgetProcess marks a deleted exec as gone.
+func (s *eventState) forgetProcess(containerID, processID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := procKey{containerID, processID}
+	if p := s.procs[k]; p != nil {
+		s.bury(k, p)
+	}
+}
+
+// forgetContainer marks every process of a deleted container as gone.
+func (s *eventState) forgetContainer(containerID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, p := range s.procs {
+		if k.containerID == containerID {
+			s.bury(k, p)
+		}
+	}
+}
+
+func (s *eventState) bury(k procKey, p *procState) {
+	if p.gone {
+		return
+	}
+	p.gone = true
+	s.tombstones = append(s.tombstones, tombstone{key: k, at: s.now()})
+	s.prune()
+}
+
+// prune forgets tombstones that are older than the TTL or beyond the bound.
+// A process revived since it was buried (same ID, new pid) is kept.
+func (s *eventState) prune() {
+	now := s.now()
+	n := 0
+	for n < len(s.tombstones) && (len(s.tombstones)-n > s.max || now.Sub(s.tombstones[n].at) > s.ttl) {
+		if p := s.procs[s.tombstones[n].key]; p != nil && p.gone {
+			delete(s.procs, s.tombstones[n].key)
+		}
+		n++
+	}
+	if n > 0 {
+		s.tombstones = append(s.tombstones[:0], s.tombstones[n:]...)
+	}
+}
+
+// pending returns the processes with a known pid whose exit was not
+// accepted and that are not deleted: the ones reconciliation asks about.
+func (s *eventState) pending() []pendingProcess {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []pendingProcess
+	for k, p := range s.procs {
+		if p.pid != 0 && !p.gone && !p.hasExited(p.pid) {
+			out = append(out, pendingProcess{k.containerID, k.processID, p.pid})
+		}
+	}
+	return out
+}
+
+// size returns the number of processes remembered, for tests.
+func (s *eventState) size() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.procs)
+}

@@ -1,0 +1,234 @@
+package libcontainerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// closeStdinTimeout bounds the CloseIO call made when the engine closes a
+// process's stdin; the engine's Close must not hang on a dead shim.
+const closeStdinTimeout = 30 * time.Second
+
+// fifoPaths returns the FIFO paths of process processID in bundleDir, in
+// moby's layout: <bundle>/<processID>-stdin|-stdout|-stderr. There is no
+// stdin FIFO without withStdin and no stderr FIFO with a terminal (the
+// terminal carries both streams).
+func fifoPaths(bundleDir, processID string, withStdin, withTerminal bool) cio.Config {
+	cfg := cio.Config{
+		Terminal: withTerminal,
+		Stdout:   filepath.Join(bundleDir, processID+"-stdout"),
+	}
+	if withStdin {
+		cfg.Stdin = filepath.Join(bundleDir, processID+"-stdin")
+	}
+	if !withTerminal {
+		cfg.Stderr = filepath.Join(bundleDir, processID+"-stderr")
+	}
+	return cfg
+}
+
+// newFIFOSet makes the FIFOs of a new process and returns them as a set whose
+// Close removes them. Leftovers of an earlier process with the same ID (a
+// crash, an engine restart) are replaced: callers have checked with
+// containerd that no such process exists and hold the client's reservation
+// for the ID. Anything but a FIFO or a symlink at a FIFO path, or a bundle
+// directory that is a symlink, is an error and nothing is created.
+func newFIFOSet(logger *log.Entry, cfg cio.Config) (_ *cio.FIFOSet, retErr error) {
+	var paths []string
+	for _, p := range []string{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
+		if p != "" {
+			paths = append(paths, p)
+		}
+	}
+	remove := func() error {
+		var errs []error
+		for _, p := range paths {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			logger.WithError(err).Warn("failed to remove fifos")
+			return err
+		}
+		return nil
+	}
+	if len(paths) > 0 {
+		if fi, err := os.Lstat(filepath.Dir(paths[0])); err != nil {
+			return nil, fmt.Errorf("bundle of fifos: %w", wrapFSError(err))
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("bundle %s is not a directory: %w", filepath.Dir(paths[0]), errdefs.ErrFailedPrecondition)
+		}
+	}
+	defer func() {
+		if retErr != nil {
+			_ = remove()
+		}
+	}()
+	for _, p := range paths {
+		if err := mkfifoExclusive(p); err != nil {
+			return nil, err
+		}
+	}
+	return cio.NewFIFOSet(cfg, remove), nil
+}
+
+// mkfifoExclusive creates a FIFO at p readable and writable by root only.
+// A stale FIFO or symlink there is removed first; a regular file or
+// directory is refused.
+func mkfifoExclusive(p string) error {
+	if fi, err := os.Lstat(p); err == nil {
+		switch fi.Mode().Type() {
+		case os.ModeNamedPipe, os.ModeSymlink:
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("remove stale fifo %s: %w", p, err)
+			}
+		default:
+			return fmt.Errorf("fifo path %s is taken by a %s: %w", p, describeMode(fi.Mode()), errdefs.ErrFailedPrecondition)
+		}
+	}
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("fifo %s created concurrently: %w", p, errdefs.ErrConflict)
+		}
+		return fmt.Errorf("create fifo %s: %w", p, wrapFSError(err))
+	}
+	// Mkfifo applies the umask; make the mode exact.
+	return os.Chmod(p, 0o600)
+}
+
+func describeMode(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m.IsRegular():
+		return "regular file"
+	default:
+		return m.Type().String()
+	}
+}
+
+// wrapFSError classifies filesystem errors for callers.
+func wrapFSError(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: %w", errdefs.ErrPermissionDenied, err)
+	}
+	return err
+}
+
+// processIO opens fifos as a DirectIO, hands it to attachStdio and returns
+// the engine's cio.IO. When the engine closes the DirectIO's Stdin, the
+// process's stdin is closed too, through CloseIO, as soon as proc delivers
+// the process (before that, it has no stdin to close); a closed proc means
+// the process was never created.
+//
+// On error everything is closed and the FIFOs are removed.
+func (c *Client) processIO(ctx context.Context, fifos *cio.FIFOSet, proc <-chan containerd.Process, attachStdio types.StdioCallback) (_ cio.IO, retErr error) {
+	if attachStdio == nil {
+		_ = fifos.Close()
+		return nil, fmt.Errorf("stdio callback is nil: %w", errdefs.ErrInvalidArgument)
+	}
+	// The FIFOs outlive the request: opening the stdin FIFO completes only
+	// when the shim opens its end, after this call has returned.
+	dio, err := cio.NewDirectIO(context.WithoutCancel(ctx), fifos)
+	if err != nil {
+		return nil, fmt.Errorf("open fifos: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			dio.Cancel()
+			_ = dio.Close()
+		}
+	}()
+	if dio.Stdin != nil {
+		dio.Stdin = &stdinCloser{WriteCloser: dio.Stdin, proc: proc, ns: c.ns, logger: c.logger}
+	}
+	rio, err := callStdio(attachStdio, dio)
+	if err != nil {
+		return nil, err
+	}
+	if rio == nil {
+		return nil, fmt.Errorf("stdio callback returned no io: %w", errdefs.ErrInvalidArgument)
+	}
+	return rio, nil
+}
+
+// callStdio runs the engine's callback, turning a panic into an error so
+// that a faulty callback cannot leave FIFOs and a half-created task behind.
+func callStdio(attachStdio types.StdioCallback, dio *cio.DirectIO) (rio cio.IO, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rio, err = nil, fmt.Errorf("stdio callback panicked: %v: %w", r, errdefs.ErrInternal)
+		}
+	}()
+	rio, err = attachStdio(dio)
+	if err != nil {
+		return nil, fmt.Errorf("stdio callback: %w", err)
+	}
+	return rio, nil
+}
+
+// stdinCloser closes a process's stdin FIFO and then, once, the process's
+// stdin in the shim, so that the process sees EOF even while the shim holds
+// the FIFO open.
+type stdinCloser struct {
+	io.WriteCloser
+	proc   <-chan containerd.Process
+	ns     string
+	logger *log.Entry
+
+	once sync.Once
+	err  error
+}
+
+func (s *stdinCloser) Close() error {
+	s.once.Do(func() {
+		s.err = s.WriteCloser.Close()
+		select {
+		case p, ok := <-s.proc:
+			if ok {
+				s.err = errors.Join(s.err, closeStdin(s.ns, p))
+			}
+		default:
+			// The process does not exist yet; close its stdin once it does.
+			// The channel is always sent to or closed by the creator.
+			go func() {
+				if p, ok := <-s.proc; ok {
+					if err := closeStdin(s.ns, p); err != nil {
+						s.logger.WithError(err).WithField("process", p.ID()).Error("failed to close process stdin")
+					}
+				}
+			}()
+		}
+	})
+	return s.err
+}
+
+func closeStdin(ns string, p containerd.Process) error {
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), closeStdinTimeout)
+	defer cancel()
+	err := wrapError(p.CloseIO(ctx, containerd.WithStdinCloser))
+	// A process that is gone or a shim that went away has no stdin left.
+	if errdefs.IsNotFound(err) || errdefs.IsUnavailable(err) {
+		return nil
+	}
+	return err
+}

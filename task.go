@@ -1,0 +1,219 @@
+package libcontainerd
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// execCleanupTimeout bounds the deletion of an exec whose start failed. It
+// is independent of the caller's context, which may be what failed.
+const execCleanupTimeout = 45 * time.Second
+
+type task struct {
+	c8dTask containerd.Task
+	ctr     *container
+}
+
+var _ types.Task = (*task)(nil)
+
+func (t *task) ctx(ctx context.Context) context.Context { return t.ctr.client.withNamespace(ctx) }
+
+func (t *task) errorf(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s task %s: %w", op, t.c8dTask.ID(), wrapError(err))
+}
+
+// Pid returns the pid of the task's init process.
+func (t *task) Pid() uint32 { return t.c8dTask.Pid() }
+
+// Start starts the task's init process.
+func (t *task) Start(ctx context.Context) (retErr error) {
+	ctx, end := startSpan(t.ctx(ctx), "libcontainerd.task.Start", attribute.String("container.id", t.c8dTask.ID()))
+	defer end(&retErr)
+	return t.errorf("start", t.c8dTask.Start(ctx))
+}
+
+// Kill sends signal to the task's init process.
+func (t *task) Kill(ctx context.Context, signal syscall.Signal) error {
+	return t.errorf("kill", t.c8dTask.Kill(t.ctx(ctx), signal))
+}
+
+// Resize changes the size of the init process's terminal.
+func (t *task) Resize(ctx context.Context, width, height uint32) error {
+	return t.errorf("resize", t.c8dTask.Resize(t.ctx(ctx), width, height))
+}
+
+// Pause freezes the task.
+func (t *task) Pause(ctx context.Context) error {
+	return t.errorf("pause", t.c8dTask.Pause(t.ctx(ctx)))
+}
+
+// Resume thaws the task.
+func (t *task) Resume(ctx context.Context) error {
+	return t.errorf("resume", t.c8dTask.Resume(t.ctx(ctx)))
+}
+
+// Stats returns the task's cgroup metrics, decoded (see types.Stats).
+func (t *task) Stats(ctx context.Context) (*types.Stats, error) {
+	m, err := t.c8dTask.Metrics(t.ctx(ctx))
+	if err != nil {
+		return nil, t.errorf("stats of", err)
+	}
+	if m.Data == nil {
+		return nil, fmt.Errorf("stats of task %s: no metrics: %w", t.c8dTask.ID(), errdefs.ErrNotFound)
+	}
+	v, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return nil, fmt.Errorf("stats of task %s: decode %s: %w", t.c8dTask.ID(), m.Data.GetTypeUrl(), err)
+	}
+	return types.InterfaceToStats(m.Timestamp.AsTime(), v), nil
+}
+
+// Pids lists the processes of the task.
+func (t *task) Pids(ctx context.Context) ([]containerd.ProcessInfo, error) {
+	pids, err := t.c8dTask.Pids(t.ctx(ctx))
+	return pids, t.errorf("pids of", err)
+}
+
+// Summary returns one entry per process of the task.
+func (t *task) Summary(ctx context.Context) ([]types.Summary, error) {
+	pids, err := t.Pids(ctx)
+	if err != nil {
+		return nil, err
+	}
+	summaries := make([]types.Summary, 0, len(pids))
+	for _, p := range pids {
+		s, err := summaryOf(p)
+		if err != nil {
+			return nil, fmt.Errorf("summary of task %s: %w", t.c8dTask.ID(), err)
+		}
+		summaries = append(summaries, s)
+	}
+	return summaries, nil
+}
+
+// ForceDelete kills the task's processes and deletes the task.
+func (t *task) ForceDelete(ctx context.Context) error {
+	_, err := t.c8dTask.Delete(t.ctx(ctx), containerd.WithProcessKill)
+	return t.errorf("force delete", err)
+}
+
+// Status returns the task's status.
+func (t *task) Status(ctx context.Context) (containerd.Status, error) {
+	s, err := t.c8dTask.Status(t.ctx(ctx))
+	return s, t.errorf("status of", err)
+}
+
+// Delete deletes the stopped task, closing its IO, and returns its exit
+// status.
+func (t *task) Delete(ctx context.Context) (*containerd.ExitStatus, error) {
+	s, err := t.c8dTask.Delete(t.ctx(ctx))
+	if err != nil {
+		return nil, t.errorf("delete", err)
+	}
+	return s, nil
+}
+
+// UpdateResources changes the task's resource limits.
+func (t *task) UpdateResources(ctx context.Context, resources *types.Resources) error {
+	if resources == nil {
+		return fmt.Errorf("update task %s: resources are nil: %w", t.c8dTask.ID(), errdefs.ErrInvalidArgument)
+	}
+	return t.errorf("update", t.c8dTask.Update(t.ctx(ctx), containerd.WithResources(resources)))
+}
+
+// Exec creates and starts exec processID in the task with FIFOs in the
+// container's bundle directory, handed to attachStdio.
+func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, withStdin bool, attachStdio types.StdioCallback) (_ types.Process, retErr error) {
+	ctrID := t.c8dTask.ID()
+	ctx, end := startSpan(t.ctx(ctx), "libcontainerd.task.Exec",
+		attribute.String("container.id", ctrID), attribute.String("exec.id", processID), attribute.Bool("stdin", withStdin))
+	defer end(&retErr)
+
+	if err := validateID("exec", processID); err != nil {
+		return nil, err
+	}
+	switch {
+	case spec == nil:
+		return nil, fmt.Errorf("exec %s: process spec is nil: %w", processID, errdefs.ErrInvalidArgument)
+	case attachStdio == nil:
+		return nil, fmt.Errorf("exec %s: stdio callback is nil: %w", processID, errdefs.ErrInvalidArgument)
+	case processID == ctrID:
+		// The init process's FIFOs have this name.
+		return nil, fmt.Errorf("exec %s: id of the container's init process: %w", processID, errdefs.ErrConflict)
+	}
+	md, err := t.ctr.c8dCtr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return nil, fmt.Errorf("exec %s: %w", processID, wrapError(err))
+	}
+	bundle, err := t.ctr.bundle(md)
+	if err != nil {
+		return nil, err
+	}
+
+	release, err := t.ctr.client.reserve(ctrID, processID)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	// A process that exists owns the FIFOs at our paths.
+	if _, err := t.c8dTask.LoadProcess(ctx, processID, nil); err == nil {
+		return nil, fmt.Errorf("exec %s: id already in use: %w", processID, errdefs.ErrConflict)
+	} else if !errdefs.IsNotFound(wrapError(err)) {
+		return nil, fmt.Errorf("exec %s: %w", processID, wrapError(err))
+	}
+
+	procC := make(chan containerd.Process, 1)
+	fifoCfg := fifoPaths(bundle, processID, withStdin, spec.Terminal)
+	p, err := t.c8dTask.Exec(ctx, processID, spec, func(string) (cio.IO, error) {
+		fifos, err := newFIFOSet(t.ctr.client.logger.WithField("container", ctrID).WithField("exec", processID), fifoCfg)
+		if err != nil {
+			return nil, err
+		}
+		return t.ctr.client.processIO(ctx, fifos, procC, attachStdio)
+	})
+	if err != nil {
+		// containerd closes the IO (removing the FIFOs) itself.
+		close(procC)
+		if errdefs.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("exec %s: id already in use: %w", processID, errdefs.ErrConflict)
+		}
+		return nil, fmt.Errorf("exec %s: %w", processID, wrapError(err))
+	}
+	// The shim opens an exec's stdin at start, so CloseIO is only possible
+	// from then on.
+	if err := p.Start(ctx); err != nil {
+		close(procC)
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), execCleanupTimeout)
+		defer cancel()
+		if _, derr := p.Delete(cleanupCtx); derr != nil && !errdefs.IsNotFound(wrapError(derr)) {
+			t.ctr.client.logger.WithError(derr).WithField("container", ctrID).WithField("exec", processID).Warn("failed to delete exec that did not start")
+		}
+		return nil, fmt.Errorf("start exec %s: %w", processID, wrapError(err))
+	}
+	procC <- p
+	t.ctr.client.events.observe(ctrID, processID, p.Pid())
+	return &process{c8dProc: p, ctr: t.ctr}, nil
+}
+
+// CreateCheckpoint checkpoints the task into checkpointDir (see
+// checkpoint.go).
+func (t *task) CreateCheckpoint(ctx context.Context, checkpointDir string, exit bool) (retErr error) {
+	ctx, end := startSpan(t.ctx(ctx), "libcontainerd.task.CreateCheckpoint",
+		attribute.String("container.id", t.c8dTask.ID()), attribute.Bool("exit", exit))
+	defer end(&retErr)
+	return t.ctr.client.downloadCheckpoint(ctx, t, checkpointDir, exit)
+}

@@ -1,0 +1,20 @@
+package libcontainerd
+
+import (
+	containerd "github.com/containerd/containerd/v2/client"
+
+	// The metrics types of both cgroup versions are registered with typeurl
+	// by importing them, so Task.Stats decodes them without the importer's
+	// help (moby's copy fails with "type with url
+	// io.containerd.cgroups.v1.Metrics: not found" otherwise).
+	_ "github.com/containerd/cgroups/v3/cgroup1/stats"
+	_ "github.com/containerd/cgroups/v3/cgroup2/stats"
+
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// summaryOf returns the summary of one process; on Linux there are no
+// details to report.
+func summaryOf(containerd.ProcessInfo) (types.Summary, error) {
+	return types.Summary{}, nil
+}
