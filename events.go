@@ -269,7 +269,7 @@ func (c *Client) subscribe(ctx context.Context, ready func()) error {
 	defer cancel()
 	evC, errC := c.client.EventService().Subscribe(subCtx,
 		"namespace=="+c.ns+","+taskTopics,
-		"namespace=="+c.ns+",topic=="+c.syncTopic,
+		"namespace=="+c.ns+",topic~=|^"+c.syncTopic+"$|",
 	)
 	published := make(chan error, 1)
 	go func() {

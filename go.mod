@@ -1,6 +1,6 @@
 module github.com/ctrkit/libcontainerd
 
-go 1.26.8
+go 1.26.6
 
 require (
 	github.com/containerd/cgroups/v3 v3.1.3

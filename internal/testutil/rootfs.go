@@ -121,6 +121,7 @@ func Spec(t testing.TB, ctx context.Context, id string, args []string, opts ...o
 		oci.WithRootFSReadonly(),
 		oci.WithProcessArgs(args...),
 		oci.WithProcessCwd("/"),
+		oci.WithEnv([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}),
 		oci.WithNamespacedCgroup(),
 		oci.WithMounts([]specs.Mount{{
 			Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
