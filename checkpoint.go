@@ -2,20 +2,451 @@ package libcontainerd
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
 
+	apitypes "github.com/containerd/containerd/api/types"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+const (
+	// checkpointLeaseExpiry is how long checkpoint content outlives a
+	// client that died before releasing it. A live call deletes its lease,
+	// and with it the content, when it returns.
+	checkpointLeaseExpiry = time.Hour
+
+	// checkpointCleanupTimeout bounds the removal of temporary checkpoint
+	// images and content. It is independent of the caller's context, which
+	// may be what ended the operation.
+	checkpointCleanupTimeout = 30 * time.Second
+
+	// checkpointRefPrefix starts the ingest ref of an uploaded checkpoint
+	// and the name of a downloaded checkpoint image.
+	checkpointRefPrefix = "libcontainerd-checkpoint"
 )
 
 // uploadCheckpoint puts checkpointDir into the content store for a task
 // restore and returns the task option that uses it and a cleanup that
-// deletes the temporary blob.
-func (c *Client) uploadCheckpoint(ctx context.Context, checkpointDir string) (containerd.NewTaskOpts, func(), error) {
-	return nil, nil, fmt.Errorf("restore from checkpoint %s: not implemented yet: %w", checkpointDir, errdefs.ErrNotImplemented)
+// deletes the temporary blob. Call cleanup once the task create returned,
+// whatever its outcome; the blob is protected from containerd's garbage
+// collection until then.
+//
+// checkpointDir must be a readable, non-empty directory: a missing one is
+// NotFound, an unreadable one PermissionDenied, anything else that cannot
+// be a checkpoint (a file, an empty directory) InvalidArgument.
+func (c *Client) uploadCheckpoint(ctx context.Context, checkpointDir string) (_ containerd.NewTaskOpts, _ func(), retErr error) {
+	if err := checkCheckpointDir(checkpointDir); err != nil {
+		return nil, nil, fmt.Errorf("restore from checkpoint: %w", err)
+	}
+	ctx, release, err := c.checkpointLease(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("restore from checkpoint %s: %w", checkpointDir, err)
+	}
+	defer func() {
+		if retErr != nil {
+			release()
+		}
+	}()
+	desc, err := c.writeCheckpoint(ctx, checkpointDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("restore from checkpoint %s: %w", checkpointDir, err)
+	}
+	opt := func(_ context.Context, _ *containerd.Client, info *containerd.TaskInfo) error {
+		info.Checkpoint = desc
+		return nil
+	}
+	return opt, release, nil
+}
+
+// checkCheckpointDir checks that dir can be a checkpoint: a directory that
+// can be read and has something in it.
+func checkCheckpointDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint dir: %w", fsError(err))
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("checkpoint dir %s is not a directory: %w", dir, errdefs.ErrInvalidArgument)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint dir: %w", fsError(err))
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(1); errors.Is(err, io.EOF) {
+		return fmt.Errorf("checkpoint dir %s is empty, not a checkpoint: %w", dir, errdefs.ErrInvalidArgument)
+	} else if err != nil {
+		return fmt.Errorf("checkpoint dir %s: %w", dir, fsError(err))
+	}
+	return nil
+}
+
+// writeCheckpoint streams a tar of dir into the content store under a ref
+// of its own and returns the committed blob's descriptor. The size and
+// digest computed while streaming are verified by the store on commit; a
+// blob that already exists with that digest is the same content and is
+// used as is (the caller's lease then references it too).
+func (c *Client) writeCheckpoint(ctx context.Context, dir string) (_ *apitypes.Descriptor, retErr error) {
+	cs := c.client.ContentStore()
+	ref := checkpointRefPrefix + "-" + randomSuffix()
+	w, err := cs.Writer(ctx, content.WithRef(ref),
+		content.WithDescriptor(ocispec.Descriptor{MediaType: images.MediaTypeContainerd1Checkpoint}))
+	if err != nil {
+		return nil, fmt.Errorf("open content writer: %w", wrapError(err))
+	}
+	committed := false
+	defer func() {
+		_ = w.Close()
+		if committed {
+			return
+		}
+		ctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		if err := cs.Abort(ctx, ref); err != nil && !errdefs.IsNotFound(err) {
+			c.logger.WithError(err).WithField("ref", ref).Warn("failed to abort checkpoint upload")
+		}
+	}()
+
+	tr := archive.Diff(ctx, "", dir)
+	digester := digest.Canonical.Digester()
+	size, err := io.Copy(io.MultiWriter(w, digester.Hash()), tr)
+	if cerr := tr.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write checkpoint: %w", fsError(wrapError(err)))
+	}
+	dgst := digester.Digest()
+	if err := w.Commit(ctx, size, dgst); err != nil && !errdefs.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("commit checkpoint %s: %w", dgst, wrapError(err))
+	}
+	committed = true
+	return &apitypes.Descriptor{
+		MediaType: images.MediaTypeContainerd1Checkpoint,
+		Digest:    dgst.String(),
+		Size:      size,
+	}, nil
 }
 
 // downloadCheckpoint checkpoints t and unpacks the checkpoint into dir.
-func (c *Client) downloadCheckpoint(ctx context.Context, t *task, dir string, exit bool) error {
-	return fmt.Errorf("checkpoint task %s: not implemented yet: %w", t.c8dTask.ID(), errdefs.ErrNotImplemented)
+//
+// dir must be absent (its parent must exist) or an empty directory; it is
+// checked before the task is touched. The checkpoint is unpacked next to
+// dir first, so that a failure leaves no partial files in it. The temporary
+// checkpoint image and its content are deleted whatever the outcome.
+func (c *Client) downloadCheckpoint(ctx context.Context, t *task, dir string, exit bool) (retErr error) {
+	id := t.c8dTask.ID()
+	target, err := newCheckpointTarget(dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint task %s: %w", id, err)
+	}
+	defer func() {
+		if retErr != nil {
+			target.discard()
+		}
+	}()
+
+	md, err := t.ctr.c8dCtr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return fmt.Errorf("checkpoint task %s: %w", id, wrapError(err))
+	}
+	name := fmt.Sprintf("%s/%s:%s", checkpointRefPrefix, id, randomSuffix())
+	opts := []containerd.CheckpointTaskOpts{containerd.WithCheckpointName(name)}
+	if isRunc(t.ctr, md) {
+		opts = append(opts, func(info *containerd.CheckpointTaskInfo) error {
+			info.Options = &runcoptions.CheckpointOptions{Exit: exit}
+			return nil
+		})
+	}
+
+	ctx, release, err := c.checkpointLease(ctx)
+	if err != nil {
+		return fmt.Errorf("checkpoint task %s: %w", id, err)
+	}
+	defer release()
+	// The image may exist even when Checkpoint fails (a reply lost after
+	// the image was created), so its deletion does not depend on err.
+	defer c.deleteCheckpointImage(ctx, name)
+	img, err := t.c8dTask.Checkpoint(ctx, opts...)
+	if err != nil {
+		return fmt.Errorf("checkpoint task %s: %w", id, checkpointError(err))
+	}
+
+	cs := c.client.ContentStore()
+	layer, err := checkpointLayer(ctx, cs, img.Target())
+	if err != nil {
+		return fmt.Errorf("checkpoint task %s: %w", id, err)
+	}
+	if err := unpackCheckpoint(ctx, cs, layer, target.staging); err != nil {
+		return fmt.Errorf("checkpoint task %s: %w", id, err)
+	}
+	if err := target.commit(); err != nil {
+		return fmt.Errorf("checkpoint task %s: %w", id, err)
+	}
+	return nil
+}
+
+// checkpointError classifies the error of a task checkpoint. The runtime
+// reports a failed dump (no CRIU, an unsupported kernel or process) as an
+// unclassified error; for the caller it means this task cannot be
+// checkpointed here.
+func checkpointError(err error) error {
+	err = wrapError(err)
+	if isClassified(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
+}
+
+// isRunc reports whether the container runs with runc, the only runtime
+// whose checkpoint options are known.
+func isRunc(c *container, md containers.Container) bool {
+	if c.runcOptions != nil || strings.HasPrefix(md.Runtime.Name, "io.containerd.runc.") {
+		return true
+	}
+	return md.Runtime.Options != nil && typeurl.Is(md.Runtime.Options, &runcoptions.Options{})
+}
+
+// checkpointLayer reads the checkpoint image's index and returns its
+// checkpoint layer. An index without one is NotFound.
+func checkpointLayer(ctx context.Context, cs content.Provider, target ocispec.Descriptor) (ocispec.Descriptor, error) {
+	b, err := content.ReadBlob(ctx, cs, target)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("read checkpoint index %s: %w", target.Digest, wrapError(err))
+	}
+	var index ocispec.Index
+	if err := json.Unmarshal(b, &index); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("decode checkpoint index %s: %v: %w", target.Digest, err, errdefs.ErrDataLoss)
+	}
+	for _, m := range index.Manifests {
+		if m.MediaType == images.MediaTypeContainerd1Checkpoint {
+			return m, nil
+		}
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("checkpoint index %s has no %s layer: %w", target.Digest, images.MediaTypeContainerd1Checkpoint, errdefs.ErrNotFound)
+}
+
+// unpackCheckpoint extracts the checkpoint layer desc into dir, verifying
+// its size and digest on the way.
+func unpackCheckpoint(ctx context.Context, cs content.Provider, desc ocispec.Descriptor, dir string) error {
+	if err := desc.Digest.Validate(); err != nil {
+		return fmt.Errorf("checkpoint layer: %v: %w", err, errdefs.ErrDataLoss)
+	}
+	ra, err := cs.ReaderAt(ctx, desc)
+	if err != nil {
+		return fmt.Errorf("open checkpoint layer %s: %w", desc.Digest, wrapError(err))
+	}
+	defer ra.Close()
+	verifier := desc.Digest.Verifier()
+	var n countingWriter
+	r := io.TeeReader(content.NewReader(ra), io.MultiWriter(verifier, &n))
+	var opts []archive.ApplyOpt
+	if os.Geteuid() != 0 {
+		// Checkpoint files belong to root; keep them readable for the
+		// caller rather than fail to chown.
+		opts = append(opts, archive.WithNoSameOwner())
+	}
+	if _, err := archive.Apply(ctx, dir, r, opts...); err != nil {
+		return fmt.Errorf("unpack checkpoint layer %s: %w", desc.Digest, fsError(wrapError(err)))
+	}
+	// Apply stops at the end-of-archive marker; the padding after it is
+	// part of the blob.
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return fmt.Errorf("read checkpoint layer %s: %w", desc.Digest, wrapError(err))
+	}
+	if int64(n) != desc.Size || !verifier.Verified() {
+		return fmt.Errorf("checkpoint layer %s: content (%d bytes) does not match its descriptor (%d bytes): %w", desc.Digest, n, desc.Size, errdefs.ErrDataLoss)
+	}
+	return nil
+}
+
+type countingWriter int64
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	*w += countingWriter(len(p))
+	return len(p), nil
+}
+
+// checkpointLease returns ctx with a new lease that holds the checkpoint
+// content written or read under it, and a release that deletes the lease
+// and, by a synchronous garbage collection, that content. The lease expires
+// by itself should the client die before releasing it.
+func (c *Client) checkpointLease(ctx context.Context) (context.Context, func(), error) {
+	ls := c.client.LeasesService()
+	l, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(checkpointLeaseExpiry))
+	if err != nil {
+		return nil, nil, fmt.Errorf("create lease: %w", wrapError(err))
+	}
+	release := func() {
+		ctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
+			c.logger.WithError(err).WithField("lease", l.ID).Warn("failed to delete checkpoint lease")
+		}
+	}
+	return leases.WithLease(ctx, l.ID), release, nil
+}
+
+// deleteCheckpointImage deletes the temporary checkpoint image name, if it
+// exists. Its content goes with the lease it was created under.
+func (c *Client) deleteCheckpointImage(ctx context.Context, name string) {
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	if err := c.client.ImageService().Delete(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+		c.logger.WithError(err).WithFields(log.Fields{"image": name}).Warn("failed to delete checkpoint image")
+	}
+}
+
+// cleanupContext keeps ctx's values (namespace, lease) but not its
+// cancellation, with checkpointCleanupTimeout.
+func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), checkpointCleanupTimeout)
+}
+
+// checkpointTarget is where a download unpacks: a staging directory that
+// becomes dir, or whose entries move into the empty dir, only once the
+// whole checkpoint is there.
+type checkpointTarget struct {
+	dir     string
+	staging string
+	existed bool
+}
+
+// newCheckpointTarget checks dir and creates the staging directory: inside
+// dir when dir is an existing empty directory, next to it otherwise, so
+// that moving the checkpoint into place is a rename. A path that is not a
+// directory is InvalidArgument, a non-empty directory AlreadyExists (and
+// Conflict), a missing parent NotFound, no write access PermissionDenied.
+func newCheckpointTarget(dir string) (*checkpointTarget, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("checkpoint dir is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return nil, fmt.Errorf("checkpoint dir %s is not a directory: %w", dir, errdefs.ErrInvalidArgument)
+	case err == nil:
+		names, err := readDirNames(dir, 1)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint dir %s: %w", dir, fsError(err))
+		}
+		if len(names) > 0 {
+			return nil, fmt.Errorf("checkpoint dir %s is not empty: %w: %w", dir, errdefs.ErrConflict, errdefs.ErrAlreadyExists)
+		}
+		staging, err := os.MkdirTemp(dir, ".checkpoint-")
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint dir %s: %w", dir, fsError(err))
+		}
+		return &checkpointTarget{dir: dir, staging: staging, existed: true}, nil
+	case errors.Is(err, fs.ErrNotExist):
+		if _, lerr := os.Lstat(dir); lerr == nil {
+			return nil, fmt.Errorf("checkpoint dir %s is a dangling symlink: %w", dir, errdefs.ErrInvalidArgument)
+		}
+		staging, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".checkpoint-")
+		if err != nil {
+			return nil, fmt.Errorf("parent of checkpoint dir %s: %w", dir, fsError(err))
+		}
+		return &checkpointTarget{dir: dir, staging: staging}, nil
+	default:
+		return nil, fmt.Errorf("checkpoint dir: %w", fsError(err))
+	}
+}
+
+// commit moves the staged checkpoint into dir. On failure dir is left as
+// it was and the caller discards the staging directory.
+func (ct *checkpointTarget) commit() error {
+	if !ct.existed {
+		if err := os.Rename(ct.staging, ct.dir); err != nil {
+			return fmt.Errorf("move checkpoint into place: %w", fsError(err))
+		}
+		return nil
+	}
+	names, err := readDirNames(ct.staging, -1)
+	if err != nil {
+		return fmt.Errorf("move checkpoint into place: %w", fsError(err))
+	}
+	for i, name := range names {
+		if err := os.Rename(filepath.Join(ct.staging, name), filepath.Join(ct.dir, name)); err != nil {
+			for _, moved := range names[:i] {
+				_ = os.RemoveAll(filepath.Join(ct.dir, moved))
+			}
+			return fmt.Errorf("move checkpoint into place: %w", fsError(err))
+		}
+	}
+	if err := os.Remove(ct.staging); err != nil {
+		return fmt.Errorf("move checkpoint into place: %w", fsError(err))
+	}
+	return nil
+}
+
+// discard removes whatever is left of the staging directory.
+func (ct *checkpointTarget) discard() {
+	_ = os.RemoveAll(ct.staging)
+}
+
+func readDirNames(dir string, n int) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(n)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return names, err
+}
+
+// fsError gives a local file system error an errdefs class.
+func fsError(err error) error {
+	var cls error
+	switch {
+	case err == nil:
+		return nil
+	case isClassified(err):
+		return err
+	case errors.Is(err, fs.ErrNotExist):
+		cls = errdefs.ErrNotFound
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		cls = errdefs.ErrPermissionDenied
+	case errors.Is(err, fs.ErrExist), errors.Is(err, syscall.ENOTEMPTY):
+		cls = errdefs.ErrAlreadyExists
+	case errors.Is(err, syscall.ENOTDIR):
+		cls = errdefs.ErrInvalidArgument
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		cls = errdefs.ErrResourceExhausted
+	default:
+		return err
+	}
+	// wrapError adds Conflict to AlreadyExists, as for containerd's errors.
+	return wrapError(fmt.Errorf("%w: %w", cls, err))
+}
+
+// randomSuffix makes checkpoint refs and image names unique.
+func randomSuffix() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

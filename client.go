@@ -63,6 +63,11 @@ type Client struct {
 	logger   *log.Entry
 	opts     clientOptions
 
+	// eventClient carries the event stream and reconciliation (see
+	// newEventClient); closeEventClient releases it when the loop ends.
+	eventClient      *containerd.Client
+	closeEventClient func()
+
 	eventQ    queue.Queue
 	events    *eventState
 	counters  eventCounters
@@ -128,6 +133,7 @@ func New(ctx context.Context, cli *containerd.Client, stateDir, ns string, b typ
 		abandonC:  make(chan struct{}),
 		syncTopic: newSyncTopic(),
 	}
+	c.eventClient, c.closeEventClient = newEventClient(cli, ns)
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.loopCancel = cancel
 	go func() {

@@ -159,8 +159,7 @@ func (c *container) Delete(ctx context.Context) error {
 	if bundle == "" || os.Getenv(envNoClean) == "1" {
 		return nil
 	}
-	// The label is only trusted to name this container's own directory.
-	if filepath.Base(bundle) != id || !filepath.IsAbs(bundle) {
+	if !ownsBundle(md, bundle) {
 		c.client.logger.WithFields(log.Fields{"container": id, "bundle": bundle}).Warn("not removing unexpected bundle path")
 		return nil
 	}
@@ -170,6 +169,26 @@ func (c *container) Delete(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ownsBundle reports whether bundle, the container's label, names a
+// directory of the container's own, which Delete may remove: <id>, or
+// <id>.<uid>.<gid>, where moby's WithBundle puts the bundle of a container
+// with a user namespace. The label is not trusted beyond that.
+func ownsBundle(md containers.Container, bundle string) bool {
+	if !filepath.IsAbs(bundle) {
+		return false
+	}
+	base := filepath.Base(bundle)
+	if base == md.ID {
+		return true
+	}
+	var spec specs.Spec
+	if md.Spec == nil || json.Unmarshal(md.Spec.GetValue(), &spec) != nil {
+		return false
+	}
+	uid, gid := remappedRoot(&spec)
+	return (uid != 0 || gid != 0) && base == fmt.Sprintf("%s.%d.%d", md.ID, uid, gid)
 }
 
 // info reads the container's metadata and spec. It assumes the metadata has
@@ -207,7 +226,10 @@ func (c *container) bundle(md containers.Container) (string, error) {
 // shims, whose options containerd passes on unchanged.
 func (c *container) taskRuncOptions(md containers.Container, spec *specs.Spec) (*runcoptions.Options, error) {
 	base := c.runcOptions
-	if base == nil && md.Runtime.Options != nil {
+	// A container created without runtime options comes back from
+	// containerd with a nil *anypb.Any in a non-nil interface: its type URL
+	// is empty.
+	if base == nil && md.Runtime.Options != nil && md.Runtime.Options.GetTypeUrl() != "" {
 		v, err := typeurl.UnmarshalAny(md.Runtime.Options)
 		if err != nil {
 			return nil, fmt.Errorf("container %s: decode runtime options: %w", md.ID, errdefs.ErrFailedPrecondition)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,10 +15,13 @@ import (
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/ctrkit/libcontainerd/types"
@@ -219,16 +223,48 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2)
 }
 
+// eventConnBackoff is the gRPC reconnect policy of the client's own event
+// connection: containerd's default waits up to the dial timeout between
+// attempts, too long to deliver missed exits promptly after a restart.
+var eventConnBackoff = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: 5 * time.Second,
+}
+
+// newEventClient returns the containerd client the event stream and
+// reconciliation use: a connection of the library's own, with a short
+// reconnect backoff, when cli talks to a unix socket, else cli itself. The
+// second result closes what was opened here.
+func newEventClient(cli *containerd.Client, ns string) (*containerd.Client, func()) {
+	conn, ok := cli.Conn().(*grpc.ClientConn)
+	if !ok {
+		return cli, func() {}
+	}
+	path, ok := strings.CutPrefix(conn.Target(), "unix://")
+	if !ok {
+		return cli, func() {}
+	}
+	own, err := containerd.New(path,
+		containerd.WithDefaultNamespace(ns),
+		containerd.WithExtraDialOpts([]grpc.DialOption{grpc.WithConnectParams(eventConnBackoff)}))
+	if err != nil {
+		return cli, func() {}
+	}
+	return own, func() { own.Close() }
+}
+
 // processEventStream subscribes to the namespace's task events and keeps the
 // subscription alive until ctx ends: when the stream breaks it re-subscribes
 // with exponential backoff, logging once per outage, and after every
 // (re)subscription reconciles the state of the processes it knows.
 func (c *Client) processEventStream(ctx context.Context) {
 	defer close(c.loopDone)
+	defer c.closeEventClient()
 	var (
 		backoff     = c.opts.reconnectMin
 		outageStart time.Time
 		attempts    int
+		probe       = &serveProbe{client: c.eventClient}
 	)
 	for {
 		connected := false
@@ -250,37 +286,82 @@ func (c *Client) processEventStream(ctx context.Context) {
 			c.logger.WithError(err).Debug("event stream still down")
 		}
 		attempts++
-		select {
-		case <-ctx.Done():
+		if !probe.wait(ctx, jitter(backoff)) {
 			return
-		case <-time.After(jitter(backoff)):
 		}
 		backoff = min(2*backoff, c.opts.reconnectMax)
 	}
 }
 
+// probeInterval is how often, between reconnect attempts, the client asks
+// whether containerd serves again. Each probe is one health check (or one
+// failed dial while containerd is down); it lets the client resubscribe,
+// and deliver what it missed, soon after containerd is back instead of
+// after a backoff that may have grown to seconds.
+const probeInterval = 100 * time.Millisecond
+
+// serveProbe watches for containerd to serve again during an outage.
+type serveProbe struct {
+	client  *containerd.Client
+	sawDown bool // a probe of this outage found containerd not serving
+}
+
+// wait waits for delay, returning early when containerd serves again after
+// a probe saw it down. It returns false when ctx ends.
+func (p *serveProbe) wait(ctx context.Context, delay time.Duration) bool {
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	ticker := time.NewTicker(probeInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case <-ticker.C:
+			if !p.serving(ctx) {
+				p.sawDown = true
+				continue
+			}
+			if p.sawDown {
+				p.sawDown = false
+				return true
+			}
+		}
+	}
+}
+
+func (p *serveProbe) serving(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, probeInterval)
+	defer cancel()
+	ok, err := p.client.IsServing(ctx)
+	return err == nil && ok
+}
+
 // subscribe runs one subscription until it breaks or ctx ends. To know when
-// the subscription is live (containerd does not say), it publishes a marker
-// on a topic of this client's own and calls ready, then reconciles, when the
-// marker comes back: any event published later is in the stream, and any
-// exit before is visible to reconciliation.
+// the subscription is live (containerd does not say), it publishes markers
+// on a topic of this client's own until one comes back, then calls ready and
+// reconciles: any event published after that marker is in the stream, and
+// any exit before it is visible to reconciliation. A marker published
+// before containerd registered the subscription is lost, hence the repeats.
 func (c *Client) subscribe(ctx context.Context, ready func()) error {
 	subCtx, cancel := context.WithCancel(c.withNamespace(ctx))
 	defer cancel()
-	evC, errC := c.client.EventService().Subscribe(subCtx,
+	evC, errC := c.eventClient.EventService().Subscribe(subCtx,
 		"namespace=="+c.ns+","+taskTopics,
 		"namespace=="+c.ns+",topic~=|^"+c.syncTopic+"$|",
 	)
-	published := make(chan error, 1)
+	markerErr := make(chan error, 1)
+	stopMarkers := make(chan struct{})
+	markersDone := make(chan struct{})
 	go func() {
-		published <- c.client.EventService().Publish(subCtx, c.syncTopic, &emptypb.Empty{})
+		defer close(markersDone)
+		markerErr <- c.publishMarkers(subCtx, stopMarkers)
 	}()
-	// The publisher ends with subCtx; wait for it unless it already reported.
 	defer func() {
 		cancel()
-		if published != nil {
-			<-published
-		}
+		<-markersDone
 	}()
 
 	live := false
@@ -293,15 +374,15 @@ func (c *Client) subscribe(ctx context.Context, ready func()) error {
 				err = errors.New("event stream closed")
 			}
 			return wrapError(err)
-		case err := <-published:
-			published = nil
-			if err != nil && !live {
+		case err := <-markerErr:
+			if err != nil {
 				return fmt.Errorf("publish subscription marker: %w", wrapError(err))
 			}
 		case env := <-evC:
 			if env.Topic == c.syncTopic {
 				if !live {
 					live = true
+					close(stopMarkers)
 					ready()
 					c.reconcile(subCtx)
 				}
@@ -309,6 +390,31 @@ func (c *Client) subscribe(ctx context.Context, ready func()) error {
 			}
 			c.handleEnvelope(env)
 		}
+	}
+}
+
+// publishMarkers publishes a subscription marker now and again, more rarely
+// each time, until stop is closed. It returns nil when stopped and the
+// error of a publish that failed.
+func (c *Client) publishMarkers(ctx context.Context, stop <-chan struct{}) error {
+	delay := 10 * time.Millisecond
+	for {
+		if err := c.eventClient.EventService().Publish(ctx, c.syncTopic, &emptypb.Empty{}); err != nil {
+			select {
+			case <-stop:
+				return nil
+			default:
+				return err
+			}
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
 	}
 }
 
@@ -321,7 +427,7 @@ func (c *Client) reconcile(ctx context.Context) {
 		if p.processID != p.containerID {
 			req.ExecID = p.processID
 		}
-		resp, err := c.client.TaskService().Get(ctx, req)
+		resp, err := c.eventClient.TaskService().Get(ctx, req)
 		err = wrapError(err)
 		switch {
 		case ctx.Err() != nil:

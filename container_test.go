@@ -1,0 +1,390 @@
+package libcontainerd
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// hostileIDs are container and exec IDs that are not containerd
+// identifiers; moby's copy used some of them as paths.
+var hostileIDs = map[string]string{
+	"parent":    "../x",
+	"dotdot":    "..",
+	"slash":     "a/b",
+	"absolute":  "/x",
+	"empty":     "",
+	"too long":  strings.Repeat("x", 77),
+	"nul":       "a\x00b",
+	"deep up":   "../../x",
+	"newline":   "a\nb",
+	"dot start": ".x",
+}
+
+// TestHostileContainerIDs checks that NewContainer and LoadContainer refuse
+// IDs that are not identifiers before touching the filesystem or
+// containerd.
+func TestHostileContainerIDs(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	spec := tc.spec(t, "hostile", []string{"true"})
+	parent := filepath.Dir(tc.stateDir)
+	before := snapshotDir(t, parent)
+	for name, id := range hostileIDs {
+		t.Run(name, func(t *testing.T) {
+			if _, err := tc.NewContainer(tc.ctx, id, spec, runcShim, &runcoptions.Options{}); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("NewContainer(%q): %v, want InvalidArgument", id, err)
+			}
+			if _, err := tc.LoadContainer(tc.ctx, id); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("LoadContainer(%q): %v, want InvalidArgument", id, err)
+			}
+			if _, err := ReplaceContainer(tc.ctx, tc.Client, id, spec, runcShim, &runcoptions.Options{}); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("ReplaceContainer(%q): %v, want InvalidArgument", id, err)
+			}
+		})
+	}
+	if after := snapshotDir(t, parent); !slices.Equal(after, before) {
+		t.Fatalf("files under %s changed: %v, were %v", parent, after, before)
+	}
+	ctrs, err := tc.client.Containers(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctrs) != 0 {
+		t.Fatalf("%d containers created", len(ctrs))
+	}
+}
+
+// TestNewContainerConflict checks that an ID in use is a Conflict and that
+// the failed call leaves the first container's bundle alone.
+func TestNewContainerConflict(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"true"})
+	bundle := filepath.Join(tc.stateDir, id)
+	assertPrivate(t, bundle, os.ModeDir)
+
+	_, err := tc.NewContainer(tc.ctx, id, tc.spec(t, id, []string{"true"}), runcShim, &runcoptions.Options{})
+	if !errdefs.IsConflict(err) {
+		t.Fatalf("second NewContainer: %v, want Conflict", err)
+	}
+	if _, err := os.Stat(bundle); err != nil {
+		t.Fatalf("bundle of the first container: %v", err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
+		t.Fatalf("left in state dir: %v", left)
+	}
+}
+
+// notAProtoOption is a runtime options value typeurl cannot marshal.
+type notAProtoOption struct{ BinaryName string }
+
+// TestNewContainerFailureLeavesNothing checks that a NewContainer refused by
+// the library or by containerd leaves no bundle directory.
+func TestNewContainerFailureLeavesNothing(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	for _, c := range []struct {
+		name    string
+		opts    func(id string) (*specs.Spec, any, []containerd.NewContainerOpts)
+		wantErr func(error) bool
+	}{
+		{
+			name: "unknown runtime options type",
+			opts: func(id string) (*specs.Spec, any, []containerd.NewContainerOpts) {
+				return tc.spec(t, id, []string{"true"}), &notAProtoOption{BinaryName: "runc"}, nil
+			},
+			wantErr: errdefs.IsInvalidArgument,
+		},
+		{
+			name: "nil spec",
+			opts: func(string) (*specs.Spec, any, []containerd.NewContainerOpts) {
+				return nil, &runcoptions.Options{}, nil
+			},
+			wantErr: errdefs.IsInvalidArgument,
+		},
+		{
+			// containerd refuses labels longer than 4 KiB.
+			name: "rejected by containerd",
+			opts: func(id string) (*specs.Spec, any, []containerd.NewContainerOpts) {
+				return tc.spec(t, id, []string{"true"}), &runcoptions.Options{},
+					[]containerd.NewContainerOpts{containerd.WithAdditionalContainerLabels(map[string]string{"big": strings.Repeat("x", 5000)})}
+			},
+			wantErr: errdefs.IsInvalidArgument,
+		},
+		{
+			name: "caller option fails",
+			opts: func(id string) (*specs.Spec, any, []containerd.NewContainerOpts) {
+				return tc.spec(t, id, []string{"true"}), &runcoptions.Options{},
+					[]containerd.NewContainerOpts{func(context.Context, *containerd.Client, *containers.Container) error {
+						return errdefs.ErrUnavailable
+					}}
+			},
+			wantErr: errdefs.IsUnavailable,
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id := testutil.ID(t)
+			spec, ro, opts := c.opts(id)
+			if _, err := tc.NewContainer(tc.ctx, id, spec, runcShim, ro, opts...); err == nil || !c.wantErr(err) {
+				t.Fatalf("NewContainer: %v, want an error of the right class", err)
+			}
+			if _, err := os.Lstat(filepath.Join(tc.stateDir, id)); !os.IsNotExist(err) {
+				t.Fatalf("bundle of the failed container: %v", err)
+			}
+			if _, err := tc.LoadContainer(tc.ctx, id); !errdefs.IsNotFound(err) {
+				t.Fatalf("LoadContainer after failure: %v, want NotFound", err)
+			}
+		})
+	}
+	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
+		t.Fatalf("left in state dir: %v", left)
+	}
+}
+
+// TestContainerNotFound checks the NotFound class of unknown containers and
+// of containers without a task.
+func TestContainerNotFound(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	if _, err := tc.LoadContainer(tc.ctx, "no-such-container"); !errdefs.IsNotFound(err) {
+		t.Fatalf("LoadContainer: %v, want NotFound", err)
+	}
+	id := testutil.ID(t)
+	tc.newContainer(t, id, []string{"true"})
+	ctr, err := tc.LoadContainer(tc.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
+		t.Fatalf("Task without a task: %v, want NotFound", err)
+	}
+	called := false
+	if _, err := ctr.AttachTask(tc.ctx, func(dio *cio.DirectIO) (cio.IO, error) { called = true; return dio, nil }); !errdefs.IsNotFound(err) {
+		t.Fatalf("AttachTask without a task: %v, want NotFound", err)
+	}
+	if called {
+		t.Fatal("AttachTask called the stdio callback without a task")
+	}
+
+	// A task that was deleted is gone for its old handle too.
+	var out capture
+	task := tc.createAndStart(t, ctr, false, out.attach)
+	tc.backend.waitEvent(t, id, types.EventExit, id)
+	if _, err := task.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := task.Delete(tc.ctx); !errdefs.IsNotFound(err) {
+		t.Fatalf("second task Delete: %v, want NotFound", err)
+	}
+	if err := task.Kill(tc.ctx, syscall.SIGKILL); !errdefs.IsNotFound(err) {
+		t.Fatalf("Kill of a deleted task: %v, want NotFound", err)
+	}
+	if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
+		t.Fatalf("Task after delete: %v, want NotFound", err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); !errdefs.IsNotFound(err) {
+		t.Fatalf("second container Delete: %v, want NotFound", err)
+	}
+}
+
+// TestContainerDeleteRemovesBundle checks that the bundle with the FIFOs of
+// a task is private and removed by Container.Delete.
+func TestContainerDeleteRemovesBundle(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"cat"})
+	bundle := filepath.Join(tc.stateDir, id)
+	var out capture
+	task, err := ctr.NewTask(tc.ctx, "", true, out.attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertPrivate(t, bundle, os.ModeDir)
+	for _, s := range []string{"-stdin", "-stdout", "-stderr"} {
+		assertPrivate(t, filepath.Join(bundle, id+s), os.ModeNamedPipe)
+	}
+	if got, want := dirEntries(t, bundle), []string{id + "-stderr", id + "-stdin", id + "-stdout"}; !slices.Equal(got, want) {
+		t.Fatalf("bundle holds %v, want %v", got, want)
+	}
+	fifos := snapshotDir(t, bundle)
+	// A second task is refused before its FIFOs replace the first one's.
+	var second capture
+	if _, err := ctr.NewTask(tc.ctx, "", true, second.attach); !errdefs.IsConflict(err) {
+		t.Fatalf("second NewTask: %v, want Conflict", err)
+	}
+	if got := snapshotDir(t, bundle); !slices.Equal(got, fifos) || second.stdin != nil {
+		t.Fatalf("second NewTask touched the bundle: %v", got)
+	}
+	if err := task.Start(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitEvent(t, id, types.EventExit, id)
+	if _, err := task.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(bundle); !os.IsNotExist(err) {
+		t.Fatalf("bundle after Delete: %v", err)
+	}
+}
+
+// TestContainerDeleteNoClean checks that LIBCONTAINERD_NOCLEAN=1 keeps the
+// bundle. It cannot run in parallel: it sets the environment.
+func TestContainerDeleteNoClean(t *testing.T) {
+	t.Setenv(envNoClean, "1")
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"true"})
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(tc.stateDir, id)); err != nil {
+		t.Fatalf("bundle with %s=1: %v", envNoClean, err)
+	}
+	if _, err := tc.LoadContainer(tc.ctx, id); !errdefs.IsNotFound(err) {
+		t.Fatalf("LoadContainer after Delete: %v, want NotFound", err)
+	}
+}
+
+// TestReplaceContainer replaces a container whose task runs.
+func TestReplaceContainer(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
+	var old capture
+	oldTask := tc.createAndStart(t, ctr, false, old.attach)
+
+	ctr, err := ReplaceContainer(tc.ctx, tc.Client, id, tc.spec(t, id, []string{"echo", "replaced"}), runcShim, &runcoptions.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit := tc.backend.waitEvent(t, id, types.EventExit, id); exit.Pid != oldTask.Pid() || exit.ExitCode != 137 {
+		t.Fatalf("exit of the replaced task %+v, want pid %d code 137", exit, oldTask.Pid())
+	}
+	old.wait(t)
+	var out capture
+	task := tc.createAndStart(t, ctr, false, out.attach)
+	if stdout, _ := out.wait(t); stdout != "replaced\n" {
+		t.Fatalf("stdout of the new container %q", stdout)
+	}
+	tc.backend.waitUntil(t, "exit of the new task", func(evs []event) bool {
+		for _, e := range evs {
+			if e.Type == types.EventExit && e.Info.ContainerID == id && e.Info.Pid == task.Pid() {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := task.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without a stale container, ReplaceContainer just creates.
+	ctr, err = ReplaceContainer(tc.ctx, tc.Client, id, tc.spec(t, id, []string{"true"}), runcShim, &runcoptions.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWithBundleUserNamespace checks the bundle of a container with a user
+// namespace: owned by the uid and gid root maps to, behind a parent it can
+// search, in moby's layout.
+func TestWithBundleUserNamespace(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	base := t.TempDir()
+	// The remapped root must be able to search the test's directories; a
+	// component it cannot search is swapped for one of its own.
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stateDir := filepath.Join(base, "state")
+	if err := os.Mkdir(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec := &specs.Spec{Linux: &specs.Linux{
+		Namespaces:  []specs.LinuxNamespace{{Type: specs.UserNamespace}, {Type: specs.MountNamespace}},
+		UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
+		GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
+	}}
+	var md containers.Container
+	if err := WithBundle(filepath.Join(stateDir, "userns"), spec)(context.Background(), nil, &md); err != nil {
+		t.Fatal(err)
+	}
+	owned := filepath.Join(base, "state.100000.100000")
+	bundle := filepath.Join(owned, "userns")
+	if got := md.Labels[DockerContainerBundlePath]; got != bundle {
+		t.Fatalf("bundle label %q, want %q", got, bundle)
+	}
+	for _, p := range []string{owned, bundle} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 100000 || st.Gid != 100000 {
+			t.Errorf("%s owned by %d:%d, want 100000:100000", p, st.Uid, st.Gid)
+		}
+		assertPrivate(t, p, os.ModeDir)
+	}
+	if left := dirEntries(t, stateDir); len(left) != 0 {
+		t.Fatalf("created in the state dir root cannot search: %v", left)
+	}
+
+	// Without a user namespace the bundle is root's, at the path asked for.
+	md = containers.Container{}
+	plain := filepath.Join(stateDir, "plain")
+	if err := WithBundle(plain, &specs.Spec{})(context.Background(), nil, &md); err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Labels[DockerContainerBundlePath]; got != plain {
+		t.Fatalf("bundle label %q, want %q", got, plain)
+	}
+	fi, err := os.Stat(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+		t.Fatalf("bundle owned by %d:%d, want root", st.Uid, st.Gid)
+	}
+	assertPrivate(t, plain, os.ModeDir)
+}

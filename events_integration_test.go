@@ -1,0 +1,542 @@
+package libcontainerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// exitsOf returns the exit events of container id.
+func exitsOf(evs []event, id string) []event {
+	var out []event
+	for _, e := range evs {
+		if e.Type == types.EventExit && e.Info.ContainerID == id {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitGone waits until pid no longer exists.
+func waitGone(t testing.TB, pid uint32) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for syscall.Kill(int(pid), 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still alive", pid)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the kernel, not ordering events
+	}
+}
+
+// retry runs op until it succeeds, for calls made while containerd
+// restarts.
+func retry(t testing.TB, what string, op func() error) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		err := op()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond) // waiting for containerd to serve again
+	}
+}
+
+// TestExitsWhileContainerdDown kills containerd, lets 20 containers exit
+// while it is down and restarts it: every exit is delivered exactly once,
+// with its status, soon after containerd serves again, and new containers
+// get their events afterwards.
+func TestExitsWhileContainerdDown(t *testing.T) {
+	t.Parallel()
+	d := testutil.NewDaemon(t)
+	tc := newTestClientOn(t, d)
+	const n = 20
+	ids := make([]string, n)
+	tasks := make([]types.Task, n)
+	for i := range n {
+		ids[i] = testutil.ID(t, fmt.Sprint(i))
+		// The trap makes the exit status 3 when the test signals the
+		// process while containerd is down.
+		ctr := tc.newContainer(t, ids[i], []string{"sh", "-c", `trap "exit 3" TERM; while true; do sleep 0.05; done`})
+		task, err := ctr.NewTask(tc.ctx, "", false, (&capture{}).attach)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := task.Start(tc.ctx); err != nil {
+			t.Fatal(err)
+		}
+		tasks[i] = task
+		tc.backend.waitEvent(t, ids[i], types.EventStart, ids[i])
+	}
+
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if err := syscall.Kill(int(task.Pid()), syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, task := range tasks {
+		waitGone(t, task.Pid())
+	}
+	if n := len(exitsOf(tc.backend.all(), ids[0])); n != 0 {
+		t.Fatalf("exit delivered while containerd was down: %d", n)
+	}
+	// Measured from the restart, so it includes containerd's own start.
+	restarted := time.Now()
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitUntil(t, "20 exits", func(evs []event) bool {
+		for _, id := range ids {
+			if len(exitsOf(evs, id)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	recovery := time.Since(restarted)
+	t.Logf("last missed exit delivered %v after containerd was restarted", recovery)
+	if recovery > 2*time.Second {
+		t.Errorf("missed exits took %v to arrive, want <= 2s", recovery)
+	}
+
+	// Settle: a new container's full lifecycle is delivered after the
+	// reconnect; any duplicate exit of the old ones would be queued before
+	// its exit.
+	newID := testutil.ID(t, "after")
+	ctr := tc.newContainer(t, newID, []string{"true"})
+	task, err := ctr.NewTask(tc.ctx, "", false, (&capture{}).attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitEvent(t, newID, types.EventExit, newID)
+	evs := tc.backend.all()
+	for i, id := range ids {
+		exits := exitsOf(evs, id)
+		if len(exits) != 1 {
+			t.Errorf("%s: %d exits, want 1: %v", id, len(exits), exits)
+			continue
+		}
+		e := exits[0].Info
+		if e.Pid != tasks[i].Pid() || e.ExitedAt.IsZero() {
+			t.Errorf("%s: exit %+v, want pid %d and a time", id, e, tasks[i].Pid())
+		}
+		switch {
+		case e.Error == nil && e.ExitCode == 3:
+		case e.Error != nil && d.Flavor == testutil.FlavorV2:
+			// containerd 2.4 deletes, on restart, a task whose process
+			// exited while it was down ("cleaning leaked shim process"),
+			// and the exit status with it: the exit is still delivered,
+			// once, flagged as of unknown status.
+			if e.ExitCode != 255 || !errdefs.IsNotFound(e.Error) {
+				t.Errorf("%s: exit of unknown status %+v, want code 255 and a NotFound error", id, e)
+			}
+		default:
+			t.Errorf("%s: exit %+v, want code 3", id, e)
+		}
+	}
+	if m := tc.Metrics(); m.Reconnects < 1 || m.Synthesized < 1 {
+		t.Errorf("metrics %+v: want a reconnect and synthesized exits", m)
+	}
+	for i, task := range tasks {
+		if _, err := task.Delete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+			t.Errorf("delete task %s: %v", ids[i], err)
+		}
+	}
+	if _, err := task.Delete(tc.ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestExitsAcrossRepeatedRestarts restarts containerd 10 times while
+// containers start and exit continuously: every started container's exit is
+// delivered exactly once.
+func TestExitsAcrossRepeatedRestarts(t *testing.T) {
+	t.Parallel()
+	d := testutil.NewDaemon(t)
+	tc := newTestClientOn(t, d, WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond))
+	const (
+		workers     = 3
+		perWorker   = 10
+		restarts    = 10
+		totalStarts = workers * perWorker
+	)
+
+	var (
+		mu      sync.Mutex
+		started = map[string]int{} // container -> exit code expected
+		done    = make(chan struct{})
+	)
+	progress := make(chan struct{}, totalStarts)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				id := testutil.ID(t, fmt.Sprint(w), fmt.Sprint(i))
+				code := (w*perWorker + i) % 100
+				spec := tc.spec(t, id, []string{"sh", "-c", fmt.Sprintf("exit %d", code)})
+				var ctr types.Container
+				retry(t, "create "+id, func() error {
+					var err error
+					ctr, err = ReplaceContainer(tc.ctx, tc, id, spec, runcShim, nil)
+					return err
+				})
+				var task types.Task
+				retry(t, "new task "+id, func() error {
+					if old, err := ctr.Task(tc.ctx); err == nil {
+						_ = old.ForceDelete(tc.ctx)
+					}
+					var err error
+					task, err = ctr.NewTask(tc.ctx, "", false, (&capture{}).attach)
+					return err
+				})
+				if err := task.Start(tc.ctx); err == nil {
+					mu.Lock()
+					started[id] = code
+					mu.Unlock()
+				} else {
+					t.Logf("start %s during restart: %v", id, err)
+				}
+				progress <- struct{}{}
+				retry(t, "delete task "+id, func() error {
+					_, err := task.Delete(tc.ctx)
+					if errdefs.IsNotFound(err) {
+						return nil
+					}
+					if errdefs.IsFailedPrecondition(err) {
+						// Not stopped yet (a start that raced a restart).
+						_ = task.Kill(tc.ctx, syscall.SIGKILL)
+					}
+					return err
+				})
+				retry(t, "delete container "+id, func() error {
+					err := ctr.Delete(tc.ctx)
+					if errdefs.IsNotFound(err) {
+						return nil
+					}
+					return err
+				})
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(done) }()
+
+	for r := 0; r < restarts; r++ {
+		// Restart after every third container started, so restarts hit
+		// creates, starts, exits and deletes alike.
+		for range totalStarts / restarts {
+			select {
+			case <-progress:
+			case <-done:
+			}
+		}
+		if err := d.Restart(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(started) < totalStarts/2 {
+		t.Fatalf("only %d of %d containers started", len(started), totalStarts)
+	}
+	var missing []string
+	tc.backend.waitUntil(t, "an exit for every started container", func(evs []event) bool {
+		missing = missing[:0]
+		for id := range started {
+			if len(exitsOf(evs, id)) == 0 {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) > 0 {
+			t.Logf("no exit yet for %v", missing)
+		}
+		return len(missing) == 0
+	})
+	evs := tc.backend.all()
+	for id, code := range started {
+		exits := exitsOf(evs, id)
+		if len(exits) != 1 {
+			t.Errorf("%s: %d exits, want 1: %v", id, len(exits), exits)
+		} else if exits[0].Info.ExitCode != uint32(code) && exits[0].Info.Error == nil {
+			t.Errorf("%s: exit code %d, want %d", id, exits[0].Info.ExitCode, code)
+		}
+	}
+	// Containers whose start raced a restart may have exited or not, but
+	// never twice.
+	counts := map[string]int{}
+	for _, e := range evs {
+		if e.Type == types.EventExit {
+			counts[e.Info.ContainerID+"/"+e.Info.ProcessID+"/"+fmt.Sprint(e.Info.Pid)]++
+		}
+	}
+	for k, n := range counts {
+		if n > 1 {
+			t.Errorf("exit of %s delivered %d times", k, n)
+		}
+	}
+	t.Logf("metrics: %+v", tc.Metrics())
+}
+
+// TestBackendRetry fails every event of one container until another
+// container's whole lifecycle was delivered: the failing container's
+// events then arrive complete and in order, and the other was not held up.
+func TestBackendRetry(t *testing.T) {
+	t.Parallel()
+	d := testutil.Shared(t)
+	ctx, ns := testutil.Context(t, d)
+	failing, healthy := testutil.ID(t, "failing"), testutil.ID(t, "healthy")
+	b := newRecordingBackend()
+	healthyDone := make(chan struct{})
+	var failures int
+	b.fail = func(containerID string, et types.EventType, ei types.EventInfo) error {
+		if containerID != failing {
+			return nil
+		}
+		select {
+		case <-healthyDone:
+			return nil
+		default:
+			failures++ // only the failing container's worker runs this
+			return errors.New("backend busy")
+		}
+	}
+	c, err := New(ctx, d.Client(t), t.TempDir(), ns, b, WithEventRetry(100000, time.Millisecond, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
+
+	run := func(id string) types.Task {
+		ctr := tc.newContainer(t, id, []string{"true"})
+		task, err := ctr.NewTask(ctx, "", false, (&capture{}).attach)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := task.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return task
+	}
+	ft := run(failing)
+	ht := run(healthy)
+	b.waitEvent(t, healthy, types.EventExit, healthy)
+	if n := len(b.of(failing)); n != 0 {
+		t.Fatalf("failing container has %d events delivered before release", n)
+	}
+	close(healthyDone)
+	b.waitEvent(t, failing, types.EventExit, failing)
+	var got []types.EventType
+	for _, e := range b.of(failing) {
+		got = append(got, e.Type)
+	}
+	if fmt.Sprint(got) != fmt.Sprint([]types.EventType{types.EventCreate, types.EventStart, types.EventExit}) {
+		t.Fatalf("failing container's events %v, want create start exit", got)
+	}
+	if m := c.Metrics(); m.Retried == 0 || m.Dropped != 0 {
+		t.Fatalf("metrics %+v: want retries and no drops", m)
+	}
+	for _, task := range []types.Task{ft, ht} {
+		if _, err := task.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBackendRetryExhausted drops an event after the configured attempts
+// and goes on with the container's next event.
+func TestBackendRetryExhausted(t *testing.T) {
+	t.Parallel()
+	d := testutil.Shared(t)
+	ctx, ns := testutil.Context(t, d)
+	id := testutil.ID(t)
+	b := newRecordingBackend()
+	var calls int
+	b.fail = func(_ string, et types.EventType, _ types.EventInfo) error {
+		if et == types.EventCreate {
+			calls++
+			return errors.New("rejected")
+		}
+		return nil
+	}
+	c, err := New(ctx, d.Client(t), t.TempDir(), ns, b, WithEventRetry(3, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
+	ctr := tc.newContainer(t, id, []string{"true"})
+	task, err := ctr.NewTask(ctx, "", false, (&capture{}).attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.waitEvent(t, id, types.EventExit, id)
+	if calls != 3 {
+		t.Fatalf("create delivered %d times, want 3 attempts", calls)
+	}
+	if m := c.Metrics(); m.Dropped != 1 || m.Retried != 2 {
+		t.Fatalf("metrics %+v: want 1 dropped, 2 retried", m)
+	}
+	if _, err := task.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// goroutinesSettle waits until the goroutine count is at most want.
+func goroutinesSettle(t testing.TB, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, want <= %d:\n%s", n, want, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond) // goroutines of closed gRPC streams end asynchronously
+	}
+}
+
+// TestCloseWithQueuedEvents closes a client whose Backend is blocked with
+// events queued behind it, and one whose containerd is down: Close returns
+// and every goroutine the client started is gone. Not parallel: it counts
+// the process's goroutines.
+func TestCloseWithQueuedEvents(t *testing.T) {
+	d := testutil.NewDaemon(t)
+	for _, policy := range []ClosePolicy{CloseAbandon, CloseDrain} {
+		t.Run(fmt.Sprint("policy", policy), func(t *testing.T) {
+			ctx, ns := testutil.Context(t, d)
+			cli := d.Client(t)
+			// Connect first: the gRPC connection's goroutines are the
+			// containerd client's, not ours.
+			if _, err := cli.Version(ctx); err != nil {
+				t.Fatal(err)
+			}
+			before := runtime.NumGoroutine()
+
+			id := testutil.ID(t)
+			b := newRecordingBackend()
+			entered := make(chan struct{})
+			release := make(chan struct{})
+			var once sync.Once
+			b.fail = func(containerID string, et types.EventType, _ types.EventInfo) error {
+				once.Do(func() { close(entered); <-release })
+				return nil
+			}
+			c, err := New(ctx, cli, t.TempDir(), ns, b, WithClosePolicy(policy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
+			ctr := tc.newContainer(t, id, []string{"true"})
+			task, err := ctr.NewTask(ctx, "", false, (&capture{}).attach)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := task.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			<-entered
+			// Create is blocked in the Backend; wait for start and exit to
+			// be queued behind it.
+			deadline := time.Now().Add(waitTimeout)
+			for c.Metrics().Received < 3 {
+				if time.Now().After(deadline) {
+					t.Fatalf("events not received: %+v", c.Metrics())
+				}
+				time.Sleep(5 * time.Millisecond) // polling a counter
+			}
+			closed := make(chan error)
+			go func() { closed <- c.Close() }()
+			if policy == CloseAbandon {
+				// Release the Backend only once Close abandons the queue.
+				for !c.abandoned() {
+					time.Sleep(time.Millisecond) // polling a flag
+				}
+			}
+			close(release)
+			if err := <-closed; err != nil {
+				t.Fatal(err)
+			}
+			m := c.Metrics()
+			switch policy {
+			case CloseAbandon:
+				if m.Dropped != 2 || len(b.of(id)) != 1 {
+					t.Fatalf("abandon: metrics %+v, delivered %v", m, b.of(id))
+				}
+			case CloseDrain:
+				if m.Dropped != 0 || len(b.of(id)) != 3 {
+					t.Fatalf("drain: metrics %+v, delivered %v", m, b.of(id))
+				}
+			}
+			if m.QueueDepth != 0 {
+				t.Fatalf("queue depth %d after close", m.QueueDepth)
+			}
+			if _, err := task.Delete(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := ctr.Delete(ctx); err != nil {
+				t.Fatal(err)
+			}
+			goroutinesSettle(t, before)
+		})
+	}
+
+	t.Run("containerd down", func(t *testing.T) {
+		ctx, ns := testutil.Context(t, d)
+		cli := d.Client(t)
+		if _, err := cli.Version(ctx); err != nil {
+			t.Fatal(err)
+		}
+		before := runtime.NumGoroutine()
+		c, err := New(ctx, cli, t.TempDir(), ns, newRecordingBackend())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Version(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := d.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.CloseContext(closeCtx); err != nil {
+			t.Fatal(err)
+		}
+		goroutinesSettle(t, before)
+	})
+}

@@ -1,0 +1,246 @@
+package libcontainerd_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"syscall"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctrkit/libcontainerd"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// exitBackend is an engine's Backend reduced to one thing: it reports the
+// exits of one container's processes. ProcessEvent must not block for long:
+// the container's later events wait behind it.
+type exitBackend struct {
+	containerID string
+	exits       chan types.EventInfo
+}
+
+func newExitBackend(containerID string) *exitBackend {
+	return &exitBackend{containerID: containerID, exits: make(chan types.EventInfo, 16)}
+}
+
+func (b *exitBackend) ProcessEvent(containerID string, et types.EventType, ei types.EventInfo) error {
+	if et == types.EventExit && containerID == b.containerID {
+		b.exits <- ei
+	}
+	return nil
+}
+
+// copyStdio is a StdioCallback that copies the process's output to the
+// engine's own and keeps the FIFOs as the task's IO.
+func copyStdio(dio *cio.DirectIO) (cio.IO, error) {
+	go io.Copy(os.Stdout, dio.Stdout)
+	if dio.Stderr != nil { // nil on a terminal
+		go io.Copy(os.Stderr, dio.Stderr)
+	}
+	return dio, nil
+}
+
+// Example runs a container to completion: create it, attach its output,
+// start it, wait for its exit event, delete it.
+func Example() {
+	ctx := context.Background()
+	cli, err := containerd.New("/run/containerd/containerd.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+
+	const id = "hello"
+	backend := newExitBackend(id)
+	client, err := libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", backend)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	spec, err := oci.GenerateSpec(namespaces.WithNamespace(ctx, "engine"), nil, &containers.Container{ID: id},
+		oci.WithRootFSPath("/srv/rootfs/busybox"), oci.WithProcessArgs("echo", "hello"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctr, err := client.NewContainer(ctx, id, spec, "io.containerd.runc.v2", &runcoptions.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	task, err := ctr.NewTask(ctx, "", false, copyStdio)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	exit := <-backend.exits
+	fmt.Println("exit code", exit.ExitCode)
+
+	// Delete requires a stopped task; the exit event says it is.
+	if _, err := task.Delete(ctx); err != nil {
+		log.Fatal(err)
+	}
+	if err := ctr.Delete(ctx); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Example_exec runs a command in a running container, feeding it stdin.
+// Closing the DirectIO's Stdin closes the process's stdin.
+func Example_exec() {
+	ctx := context.Background()
+	cli, err := containerd.New("/run/containerd/containerd.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	backend := newExitBackend("web")
+	client, err := libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", backend)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	ctr, err := client.LoadContainer(ctx, "web")
+	if err != nil {
+		log.Fatal(err)
+	}
+	task, err := ctr.Task(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var stdin io.WriteCloser
+	proc, err := task.Exec(ctx, "wc-1", &specs.Process{Args: []string{"wc", "-l"}, Cwd: "/"}, true,
+		func(dio *cio.DirectIO) (cio.IO, error) {
+			stdin = dio.Stdin
+			return copyStdio(dio)
+		})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, _ = io.WriteString(stdin, "one\ntwo\n")
+	_ = stdin.Close()
+	for exit := range backend.exits {
+		if exit.ProcessID == "wc-1" {
+			fmt.Println("exit code", exit.ExitCode)
+			break
+		}
+	}
+	if _, err := proc.Delete(ctx); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Example_restart is an engine starting again while its containers kept
+// running: a new client on the same state directory and namespace loads
+// each container and attaches to its task's FIFOs.
+func Example_restart() {
+	ctx := context.Background()
+	cli, err := containerd.New("/run/containerd/containerd.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	client, err := libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", newExitBackend("web"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	ctr, err := client.LoadContainer(ctx, "web")
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Only one reader may be attached to a task's FIFOs.
+	task, err := ctr.AttachTask(ctx, copyStdio)
+	if errdefs.IsNotFound(err) {
+		fmt.Println("web has no task")
+		return
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	status, err := task.Status(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("web is", status.Status)
+}
+
+// ExampleReplaceContainer creates a container over a stale one of the same
+// ID, which an engine finds after a crash: the stale task is killed and both
+// are deleted first.
+func ExampleReplaceContainer() {
+	ctx := context.Background()
+	cli, err := containerd.New("/run/containerd/containerd.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	client, err := libcontainerd.NewClient(ctx, cli, "/run/engine/containerd", "engine", newExitBackend("web"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	spec, err := oci.GenerateSpec(namespaces.WithNamespace(ctx, "engine"), nil, &containers.Container{ID: "web"},
+		oci.WithRootFSPath("/srv/rootfs/web"), oci.WithProcessArgs("httpd", "-f"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctr, err := libcontainerd.ReplaceContainer(ctx, client, "web", spec, "io.containerd.runc.v2", &runcoptions.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	task, err := ctr.NewTask(ctx, "", false, copyStdio)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Later: stop it. The exit arrives at the Backend.
+	_ = task.Kill(ctx, syscall.SIGTERM)
+}
+
+// ExampleClient_LoadContainer shows the error classes a caller acts on. IDs
+// are validated before the client touches the filesystem or containerd, so
+// this example needs no daemon.
+func ExampleClient_LoadContainer() {
+	ctx := context.Background()
+	cli, err := containerd.New("/run/containerd/containerd.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	client, err := libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", newExitBackend(""))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	for _, id := range []string{"../etc", "a/b", ""} {
+		_, err := client.LoadContainer(ctx, id)
+		switch {
+		case errdefs.IsInvalidArgument(err):
+			fmt.Printf("%q: invalid argument\n", id)
+		case errdefs.IsNotFound(err):
+			fmt.Printf("%q: no such container\n", id)
+		case err != nil:
+			fmt.Printf("%q: %v\n", id, err)
+		}
+	}
+	// Output:
+	// "../etc": invalid argument
+	// "a/b": invalid argument
+	// "": invalid argument
+}

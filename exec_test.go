@@ -1,0 +1,325 @@
+package libcontainerd
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// TestExecStdin sends stdin to an exec'd cat, closes it and checks that cat
+// saw EOF: its output, exit event and exit status.
+func TestExecStdin(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	var out capture
+	p, err := task.Exec(tc.ctx, "cat", tc.processSpec(t, id, "cat"), true, out.attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := out.stdin.Write([]byte("through the exec\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	exit := tc.backend.waitEvent(t, id, types.EventExit, "cat")
+	if exit.ExitCode != 0 || exit.Pid != p.Pid() {
+		t.Fatalf("exit event %+v, want code 0 pid %d", exit, p.Pid())
+	}
+	if stdout, stderr := out.wait(t); stdout != "through the exec\n" || stderr != "" {
+		t.Fatalf("stdout %q stderr %q", stdout, stderr)
+	}
+	st, err := p.Delete(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ExitCode() != 0 {
+		t.Fatalf("exit status %d, want 0", st.ExitCode())
+	}
+	tc.backend.waitEvent(t, id, types.EventExecAdded, "cat")
+	tc.backend.waitEvent(t, id, types.EventExecStarted, "cat")
+	if left, _ := filepath.Glob(filepath.Join(tc.stateDir, id, "cat-*")); len(left) != 0 {
+		t.Fatalf("fifos left after delete: %v", left)
+	}
+}
+
+// TestExecTTYResize runs an exec on a terminal, resizes the terminal and
+// reads the size back with stty.
+func TestExecTTYResize(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	spec := tc.processSpec(t, id, "sh", "-c", "read line; stty size")
+	spec.Terminal = true
+	var out engineIO
+	p, err := task.Exec(tc.ctx, "tty", spec, true, out.attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.dio.Stderr != nil {
+		t.Fatal("exec on a terminal has a stderr stream")
+	}
+	if _, err := os.Lstat(filepath.Join(tc.stateDir, id, "tty-stderr")); !os.IsNotExist(err) {
+		t.Fatalf("stderr fifo of a terminal exec: %v", err)
+	}
+	if err := p.Resize(tc.ctx, 123, 45); err != nil {
+		t.Fatalf("Resize: %v", err)
+	}
+	if _, err := out.stdin.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	out.waitOutput(t, "45 123")
+	if exit := tc.backend.waitEvent(t, id, types.EventExit, "tty"); exit.ExitCode != 0 {
+		t.Fatalf("exit event %+v, want code 0", exit)
+	}
+	if _, err := p.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExecConcurrent runs 20 execs in one container at once; each gets its
+// own output and its events.
+func TestExecConcurrent(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	const n = 20
+	var (
+		ids    = make([]string, n)
+		pspecs = make([]*specs.Process, n)
+		outs   = make([]capture, n)
+		procs  = make([]types.Process, n)
+		errs   = make([]error, n)
+		wg     sync.WaitGroup
+	)
+	for i := range n {
+		ids[i] = fmt.Sprintf("exec-%d", i)
+		pspecs[i] = tc.processSpec(t, id, "echo", "hello", ids[i])
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			procs[i], errs[i] = task.Exec(tc.ctx, ids[i], pspecs[i], false, outs[i].attach)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		stdout, stderr := outs[i].wait(t)
+		if want := "hello " + ids[i] + "\n"; stdout != want || stderr != "" {
+			t.Errorf("exec %s: stdout %q stderr %q, want %q", ids[i], stdout, stderr, want)
+		}
+		// Delete requires the process to have stopped: its exit event
+		// says it has.
+		tc.backend.waitEvent(t, id, types.EventExit, ids[i])
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := procs[i].Delete(tc.ctx)
+			switch {
+			case err != nil:
+				errs[i] = fmt.Errorf("delete %s: %w", ids[i], err)
+			case st.ExitCode() != 0:
+				errs[i] = fmt.Errorf("exec %s: exit status %d", ids[i], st.ExitCode())
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitUntil(t, "20 exec-added, exec-started and exits", func(evs []event) bool {
+		return countEvents(evs, id, types.EventExecAdded) == n &&
+			countEvents(evs, id, types.EventExecStarted) == n &&
+			countEvents(evs, id, types.EventExit) == n
+	})
+	for _, e := range tc.backend.of(id) {
+		if e.Type == types.EventExit && !strings.HasPrefix(e.Info.ProcessID, "exec-") {
+			t.Fatalf("unexpected exit %v", e)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(tc.stateDir, id, "exec-*")); len(left) != 0 {
+		t.Fatalf("fifos left after delete: %v", left)
+	}
+}
+
+// TestExecDuplicateID checks that a second exec with the ID of a running one
+// is a Conflict and leaves the first one's FIFOs and output alone.
+func TestExecDuplicateID(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	var first capture
+	p, err := task.Exec(tc.ctx, "dup", tc.processSpec(t, id, "sh", "-c", "while read l; do echo got:$l; done"), true, first.attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifos := snapshotDir(t, filepath.Join(tc.stateDir, id))
+
+	var second capture
+	if _, err := task.Exec(tc.ctx, "dup", tc.processSpec(t, id, "echo", "intruder"), true, second.attach); !errdefs.IsConflict(err) {
+		t.Fatalf("duplicate exec: %v, want Conflict", err)
+	}
+	if second.stdin != nil {
+		t.Fatal("the duplicate exec's stdio callback was called")
+	}
+	if got := snapshotDir(t, filepath.Join(tc.stateDir, id)); !slices.Equal(got, fifos) {
+		t.Fatalf("bundle changed by the duplicate exec: %v, was %v", got, fifos)
+	}
+	// The first exec still reads its stdin and writes its stdout.
+	if _, err := first.stdin.Write([]byte("one\n")); err != nil {
+		t.Fatal(err)
+	}
+	first.waitOutput(t, "got:one\n")
+	if err := first.stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if exit := tc.backend.waitEvent(t, id, types.EventExit, "dup"); exit.ExitCode != 0 || exit.Pid != p.Pid() {
+		t.Fatalf("exit event %+v, want code 0 pid %d", exit, p.Pid())
+	}
+	if stdout, _ := first.wait(t); stdout != "got:one\n" {
+		t.Fatalf("stdout %q", stdout)
+	}
+	// An exited exec that was not deleted still holds its ID.
+	if _, err := task.Exec(tc.ctx, "dup", tc.processSpec(t, id, "true"), false, second.attach); !errdefs.IsConflict(err) {
+		t.Fatalf("exec with the ID of an exited exec: %v, want Conflict", err)
+	}
+	if _, err := p.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The init process's FIFOs are named after the container ID.
+	if _, err := task.Exec(tc.ctx, id, tc.processSpec(t, id, "true"), false, second.attach); !errdefs.IsConflict(err) {
+		t.Fatalf("exec with the container's ID: %v, want Conflict", err)
+	}
+}
+
+// TestExecExitCode checks the exit code of an exec in its event and in
+// Delete.
+func TestExecExitCode(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	for _, c := range []struct {
+		name string
+		args []string
+		kill bool
+		want uint32
+	}{
+		{"exit-5", []string{"sh", "-c", "exit 5"}, false, 5},
+		{"exit-0", []string{"true"}, false, 0},
+		{"sigkill", []string{"sleep", "3600"}, true, 137},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out capture
+			p, err := task.Exec(tc.ctx, c.name, tc.processSpec(t, id, c.args...), false, out.attach)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.kill {
+				if err := p.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exit := tc.backend.waitEvent(t, id, types.EventExit, c.name)
+			if exit.ExitCode != c.want || exit.Pid != p.Pid() {
+				t.Fatalf("exit event %+v, want code %d pid %d", exit, c.want, p.Pid())
+			}
+			st, err := p.Delete(tc.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.ExitCode() != c.want {
+				t.Fatalf("exit status %d, want %d", st.ExitCode(), c.want)
+			}
+		})
+	}
+}
+
+// TestExecNotFound checks that a deleted exec is NotFound for Delete and
+// Kill.
+func TestExecNotFound(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	var out capture
+	p, err := task.Exec(tc.ctx, "once", tc.processSpec(t, id, "true"), false, out.attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitEvent(t, id, types.EventExit, "once")
+	if _, err := p.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Delete(tc.ctx); !errdefs.IsNotFound(err) {
+		t.Fatalf("second Delete: %v, want NotFound", err)
+	}
+	if err := p.Kill(tc.ctx, syscall.SIGKILL); !errdefs.IsNotFound(err) {
+		t.Fatalf("Kill after Delete: %v, want NotFound", err)
+	}
+	if err := p.Resize(tc.ctx, 80, 24); err == nil {
+		t.Fatal("Resize after Delete succeeded")
+	}
+}
+
+// TestExecHostileIDs checks that exec IDs that are not identifiers are
+// refused before any FIFO is made.
+func TestExecHostileIDs(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	before := snapshotDir(t, filepath.Dir(tc.stateDir))
+	for name, execID := range hostileIDs {
+		t.Run(name, func(t *testing.T) {
+			called := false
+			_, err := task.Exec(tc.ctx, execID, tc.processSpec(t, id, "true"), true, func(dio *cio.DirectIO) (cio.IO, error) {
+				called = true
+				return dio, nil
+			})
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("Exec(%q): %v, want InvalidArgument", execID, err)
+			}
+			if called {
+				t.Fatal("stdio callback called")
+			}
+		})
+	}
+	if after := snapshotDir(t, filepath.Dir(tc.stateDir)); !slices.Equal(after, before) {
+		t.Fatalf("files changed: %v, were %v", after, before)
+	}
+	if n := countEvents(tc.backend.all(), id, types.EventExecAdded); n != 0 {
+		t.Fatalf("%d exec-added events", n)
+	}
+}

@@ -1,0 +1,399 @@
+package libcontainerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+
+	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// TestTaskTTY runs a container on a terminal, resizes it and reads the size
+// back with stty; a terminal has no stderr FIFO.
+func TestTaskTTY(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"sh", "-c", "read line; stty size"}, oci.WithTTY)
+	var out engineIO
+	task := tc.createAndStart(t, ctr, true, out.attach)
+	if out.dio.Stderr != nil {
+		t.Fatal("task on a terminal has a stderr stream")
+	}
+	bundle := filepath.Join(tc.stateDir, id)
+	if got, want := dirEntries(t, bundle), []string{id + "-stdin", id + "-stdout"}; !slices.Equal(got, want) {
+		t.Fatalf("bundle holds %v, want %v", got, want)
+	}
+	if err := task.Resize(tc.ctx, 132, 43); err != nil {
+		t.Fatalf("Resize: %v", err)
+	}
+	if _, err := out.stdin.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	out.waitOutput(t, "43 132")
+	if exit := tc.backend.waitEvent(t, id, types.EventExit, id); exit.ExitCode != 0 {
+		t.Fatalf("exit event %+v, want code 0", exit)
+	}
+	if _, err := task.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPauseResume pauses and resumes a task and checks its status and
+// events.
+func TestPauseResume(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	for _, step := range []struct {
+		name   string
+		op     func(context.Context) error
+		event  types.EventType
+		status containerd.ProcessStatus
+	}{
+		{"pause", task.Pause, types.EventPaused, containerd.Paused},
+		{"resume", task.Resume, types.EventResumed, containerd.Running},
+	} {
+		if err := step.op(tc.ctx); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		tc.backend.waitEvent(t, id, step.event, "")
+		st, err := task.Status(tc.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Status != step.status {
+			t.Fatalf("status after %s: %s, want %s", step.name, st.Status, step.status)
+		}
+	}
+	want := []types.EventType{types.EventCreate, types.EventStart, types.EventPaused, types.EventResumed}
+	if got := eventTypes(tc.backend.of(id)); !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+}
+
+// TestStats reads the metrics of a running task without the importer
+// registering the metrics types.
+func TestStats(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	st, err := task.Stats(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Read.IsZero() {
+		t.Fatal("Stats.Read is not set")
+	}
+	switch m := st.Metrics.(type) {
+	case *v1stats.Metrics:
+		if m.GetMemory().GetUsage().GetUsage() == 0 && m.GetPids().GetCurrent() == 0 {
+			t.Fatalf("cgroup v1 metrics without memory usage or pids: %v", m)
+		}
+	case *v2stats.Metrics:
+		if m.GetMemory().GetUsage() == 0 && m.GetPids().GetCurrent() == 0 {
+			t.Fatalf("cgroup v2 metrics without memory usage or pids: %v", m)
+		}
+	default:
+		t.Fatalf("metrics of type %T", st.Metrics)
+	}
+}
+
+// TestPidsSummaryUpdate lists the processes of a task with an exec, and
+// updates its pids limit.
+func TestPidsSummaryUpdate(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+	var out capture
+	p, err := task.Exec(tc.ctx, "sleeper", tc.processSpec(t, id, "sleep", "3600"), false, out.attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pids, err := task.Pids(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint32
+	for _, pi := range pids {
+		got = append(got, pi.Pid)
+	}
+	for _, want := range []uint32{task.Pid(), p.Pid()} {
+		if !slices.Contains(got, want) {
+			t.Fatalf("Pids %v lacks %d", got, want)
+		}
+	}
+	summary, err := task.Summary(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(summary) != len(pids) {
+		t.Fatalf("Summary has %d entries for %d processes", len(summary), len(pids))
+	}
+
+	if err := task.UpdateResources(tc.ctx, nil); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("UpdateResources(nil): %v, want InvalidArgument", err)
+	}
+	if err := task.UpdateResources(tc.ctx, &types.Resources{Pids: &specs.LinuxPids{Limit: ptrTo[int64](42)}}); err != nil {
+		t.Fatalf("UpdateResources: %v", err)
+	}
+	st, err := task.Stats(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var limit uint64
+	switch m := st.Metrics.(type) {
+	case *v1stats.Metrics:
+		limit = m.GetPids().GetLimit()
+	case *v2stats.Metrics:
+		limit = m.GetPids().GetLimit()
+	}
+	if limit != 42 {
+		t.Fatalf("pids limit %d after update, want 42", limit)
+	}
+
+	if err := p.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitEvent(t, id, types.EventExit, "sleeper")
+	if _, err := p.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExitCodes checks the exit code of the init process in the exit event
+// and in Delete: a normal exit and a SIGKILL.
+func TestExitCodes(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	for _, c := range []struct {
+		name string
+		args []string
+		kill syscall.Signal
+		want uint32
+	}{
+		{"exit 7", []string{"sh", "-c", "exit 7"}, 0, 7},
+		{"exit 0", []string{"true"}, 0, 0},
+		// containerd reports a signal's death as 128+signal.
+		{"sigkill", []string{"sleep", "3600"}, syscall.SIGKILL, 137},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			id := testutil.ID(t)
+			ctr := tc.newContainer(t, id, c.args)
+			var out capture
+			task := tc.createAndStart(t, ctr, false, out.attach)
+			if c.kill != 0 {
+				if err := task.Kill(tc.ctx, c.kill); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exit := tc.backend.waitEvent(t, id, types.EventExit, id)
+			if exit.ExitCode != c.want || exit.Pid != task.Pid() {
+				t.Fatalf("exit event %+v, want code %d pid %d", exit, c.want, task.Pid())
+			}
+			st, err := task.Delete(tc.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.ExitCode() != c.want || st.ExitTime().IsZero() {
+				t.Fatalf("Delete: exit status %d at %v, want %d", st.ExitCode(), st.ExitTime(), c.want)
+			}
+			if err := ctr.Delete(tc.ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestForceDelete deletes a running task.
+func TestForceDelete(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
+	var out capture
+	task := tc.createAndStart(t, ctr, true, out.attach)
+	if err := task.ForceDelete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exit := tc.backend.waitEvent(t, id, types.EventExit, id); exit.ExitCode != 137 || exit.Pid != task.Pid() {
+		t.Fatalf("exit event %+v, want code 137 pid %d", exit, task.Pid())
+	}
+	out.wait(t)
+	if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
+		t.Fatalf("Task after ForceDelete: %v, want NotFound", err)
+	}
+	if left := dirEntries(t, filepath.Join(tc.stateDir, id)); len(left) != 0 {
+		t.Fatalf("fifos left after ForceDelete: %v", left)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
+		t.Fatalf("left in state dir: %v", left)
+	}
+}
+
+// TestEventOrderParallel starts 50 containers at once and checks that each
+// one's events arrive as create, start, exit.
+func TestEventOrderParallel(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	const n = 50
+	type run struct {
+		id   string
+		spec *specs.Spec
+		ctr  types.Container
+		task types.Task
+		out  capture
+		err  error
+	}
+	runs := make([]run, n)
+	for i := range runs {
+		runs[i].id = testutil.ID(t, fmt.Sprint(i))
+		runs[i].spec = tc.spec(t, runs[i].id, []string{"echo", runs[i].id})
+	}
+	var wg sync.WaitGroup
+	for i := range runs {
+		r := &runs[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r.ctr, r.err = tc.NewContainer(tc.ctx, r.id, r.spec, runcShim, nil); r.err != nil {
+				return
+			}
+			if r.task, r.err = r.ctr.NewTask(tc.ctx, "", false, r.out.attach); r.err != nil {
+				return
+			}
+			r.err = r.task.Start(tc.ctx)
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for i := range runs {
+		errs = append(errs, runs[i].err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitUntil(t, "50 exits", func(evs []event) bool {
+		exits := 0
+		for _, e := range evs {
+			if e.Type == types.EventExit {
+				exits++
+			}
+		}
+		return exits == n
+	})
+	want := []types.EventType{types.EventCreate, types.EventStart, types.EventExit}
+	for i := range runs {
+		r := &runs[i]
+		if got := eventTypes(tc.backend.of(r.id)); !slices.Equal(got, want) {
+			t.Errorf("events of %s: %v, want %v", r.id, got, want)
+		}
+		if stdout, _ := r.out.wait(t); stdout != r.id+"\n" {
+			t.Errorf("stdout of %s: %q", r.id, stdout)
+		}
+	}
+	for i := range runs {
+		r := &runs[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, r.err = r.task.Delete(tc.ctx); r.err == nil {
+				r.err = r.ctr.Delete(tc.ctx)
+			}
+		}()
+	}
+	wg.Wait()
+	errs = errs[:0]
+	for i := range runs {
+		errs = append(errs, runs[i].err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
+		t.Fatalf("left in state dir: %v", left)
+	}
+}
+
+// TestSpans checks the OpenTelemetry spans of NewTask, Start and Exec. It
+// replaces the global tracer provider, so it does not run in parallel.
+func TestSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() {
+		otel.SetTracerProvider(prev)
+		_ = tp.Shutdown(context.Background())
+	})
+
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+	var out capture
+	p, err := task.Exec(tc.ctx, "traced", tc.processSpec(t, id, "true"), false, out.attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitEvent(t, id, types.EventExit, "traced")
+	if _, err := p.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A failed call records its error on the span.
+	if _, err := task.Exec(tc.ctx, "../bad", tc.processSpec(t, id, "true"), false, out.attach); err == nil {
+		t.Fatal("exec with a bad ID succeeded")
+	}
+
+	type spanKey struct {
+		name   string
+		failed bool
+	}
+	var got []spanKey
+	for _, s := range rec.Ended() {
+		for _, a := range s.Attributes() {
+			if a.Key == "container.id" && a.Value.AsString() == id {
+				got = append(got, spanKey{s.Name(), s.Status().Code == codes.Error})
+			}
+		}
+	}
+	for _, want := range []spanKey{
+		{"libcontainerd.NewTask", false},
+		{"libcontainerd.task.Start", false},
+		{"libcontainerd.task.Exec", false},
+		{"libcontainerd.task.Exec", true},
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("no span %+v among %+v", want, got)
+		}
+	}
+}
