@@ -102,12 +102,34 @@ func checkCheckpointDir(dir string) error {
 	return nil
 }
 
+// writeCheckpointAttempts bounds the uploads of one checkpoint when the
+// blob it found already in the store is collected before it could hold it.
+const writeCheckpointAttempts = 3
+
+// errBlobCollected says that an existing blob went away before the
+// upload's lease referenced it; the upload is tried again.
+var errBlobCollected = errors.New("existing checkpoint blob was collected")
+
 // writeCheckpoint streams a tar of dir into the content store under a ref
-// of its own and returns the committed blob's descriptor. The size and
-// digest computed while streaming are verified by the store on commit; a
-// blob that already exists with that digest is the same content and is
-// used as is (the caller's lease then references it too).
-func (c *Client) writeCheckpoint(ctx context.Context, dir string) (_ *apitypes.Descriptor, retErr error) {
+// of its own, held by the lease in ctx, and returns the committed blob's
+// descriptor.
+func (c *Client) writeCheckpoint(ctx context.Context, dir string) (*apitypes.Descriptor, error) {
+	for attempt := 1; ; attempt++ {
+		desc, err := c.writeCheckpointOnce(ctx, dir)
+		if errors.Is(err, errBlobCollected) && attempt < writeCheckpointAttempts {
+			continue
+		}
+		return desc, err
+	}
+}
+
+// writeCheckpointOnce is one upload of writeCheckpoint. The size and digest
+// computed while streaming are verified by the store on commit. A blob
+// that already exists with that digest is the same content and is used as
+// is: containerd's content service then answers AlreadyExists without
+// adding the blob to the lease, so the lease gets a reference of its own
+// before the blob is trusted to stay.
+func (c *Client) writeCheckpointOnce(ctx context.Context, dir string) (_ *apitypes.Descriptor, retErr error) {
 	cs := c.client.ContentStore()
 	ref := checkpointRefPrefix + "-" + randomSuffix()
 	w, err := cs.Writer(ctx, content.WithRef(ref),
@@ -135,18 +157,44 @@ func (c *Client) writeCheckpoint(ctx context.Context, dir string) (_ *apitypes.D
 		err = cerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("write checkpoint: %w", fsError(wrapError(err)))
+		return nil, fmt.Errorf("write checkpoint: %w", contextError(ctx, fsError(wrapError(err))))
 	}
 	dgst := digester.Digest()
-	if err := w.Commit(ctx, size, dgst); err != nil && !errdefs.IsAlreadyExists(err) {
+	err = w.Commit(ctx, size, dgst)
+	committed = err == nil || errdefs.IsAlreadyExists(err)
+	if !committed {
 		return nil, fmt.Errorf("commit checkpoint %s: %w", dgst, wrapError(err))
 	}
-	committed = true
+	if err != nil {
+		if err := c.holdExisting(ctx, dgst, size); err != nil {
+			return nil, err
+		}
+	}
 	return &apitypes.Descriptor{
 		MediaType: images.MediaTypeContainerd1Checkpoint,
 		Digest:    dgst.String(),
 		Size:      size,
 	}, nil
+}
+
+// holdExisting adds the existing blob dgst to the lease in ctx and checks
+// that it is still there, with the expected size, once referenced.
+func (c *Client) holdExisting(ctx context.Context, dgst digest.Digest, size int64) error {
+	lid, _ := leases.FromContext(ctx)
+	res := leases.Resource{ID: dgst.String(), Type: "content"}
+	if err := c.client.LeasesService().AddResource(ctx, leases.Lease{ID: lid}, res); err != nil {
+		return fmt.Errorf("hold existing checkpoint %s: %w", dgst, wrapError(err))
+	}
+	info, err := c.client.ContentStore().Info(ctx, dgst)
+	switch {
+	case errdefs.IsNotFound(err):
+		return fmt.Errorf("checkpoint %s: %w", dgst, errBlobCollected)
+	case err != nil:
+		return fmt.Errorf("hold existing checkpoint %s: %w", dgst, wrapError(err))
+	case info.Size != size:
+		return fmt.Errorf("existing checkpoint %s has %d bytes, want %d: %w", dgst, info.Size, size, errdefs.ErrDataLoss)
+	}
+	return nil
 }
 
 // downloadCheckpoint checkpoints t and unpacks the checkpoint into dir.
@@ -207,14 +255,15 @@ func (c *Client) downloadCheckpoint(ctx context.Context, t *task, dir string, ex
 	return nil
 }
 
-// checkpointError classifies the error of a task checkpoint. The runtime
-// reports a failed dump (no CRIU, an unsupported kernel or process) as an
-// unclassified error; for the caller it means this task cannot be
-// checkpointed here.
+// checkpointError classifies the error of a task checkpoint, which the
+// containerd client has already converted from gRPC. The runtime reports a
+// failed dump (no CRIU, an unsupported kernel or process) without a class;
+// for the caller it means that this task cannot be checkpointed here. The
+// runtime's text is not matched on: CRIU's messages (say, an executable
+// "not found") do not mean what the library's message classes mean.
 func checkpointError(err error) error {
-	err = wrapError(err)
 	if isClassified(err) {
-		return err
+		return wrapError(err)
 	}
 	return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 }
@@ -442,6 +491,15 @@ func fsError(err error) error {
 	}
 	// wrapError adds Conflict to AlreadyExists, as for containerd's errors.
 	return wrapError(fmt.Errorf("%w: %w", cls, err))
+}
+
+// contextError makes err, which may be how a stream reported its
+// context's end ("EOF"), say that the context ended.
+func contextError(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w: %w", cerr, err)
+	}
+	return err
 }
 
 // randomSuffix makes checkpoint refs and image names unique.

@@ -341,6 +341,75 @@ func TestCheckpointUploadExistingBlob(t *testing.T) {
 	tc.assertNoCheckpointLeftovers(t)
 }
 
+// TestCheckpointUploadSharedContent uploads the same checkpoint twice and
+// releases the first upload before the second is used: the second must
+// still hold the blob. containerd answers the second commit with
+// AlreadyExists without adding the blob to the second lease, so this
+// fails unless the upload holds the blob itself. The concurrent part runs
+// the same race many times over.
+func TestCheckpointUploadSharedContent(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	dir := writeFakeCheckpoint(t)
+	cs := tc.client.ContentStore()
+	upload := func() (digest.Digest, func(), error) {
+		opt, cleanup, err := tc.uploadCheckpoint(tc.ctx, dir)
+		if err != nil {
+			return "", nil, err
+		}
+		var info containerd.TaskInfo
+		if err := opt(tc.ctx, tc.client, &info); err != nil {
+			cleanup()
+			return "", nil, err
+		}
+		return digest.Digest(info.Checkpoint.Digest), cleanup, nil
+	}
+
+	first, cleanup1, err := upload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, cleanup2, err := upload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != second {
+		t.Fatalf("same directory, different blobs: %s, %s", first, second)
+	}
+	cleanup1()
+	if _, err := cs.Info(tc.ctx, second); err != nil {
+		t.Fatalf("second upload's blob after the first was released: %v", err)
+	}
+	cleanup2()
+	tc.assertNoCheckpointLeftovers(t)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 8 {
+				dgst, cleanup, err := upload()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := cs.Info(tc.ctx, dgst); err != nil {
+					errs <- fmt.Errorf("blob of a live upload: %w", err)
+				}
+				cleanup()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	tc.assertNoCheckpointLeftovers(t)
+}
+
 // TestCheckpointUploadCancelled cancels an upload while its data is in
 // flight: the error says so and no ingest is left behind.
 func TestCheckpointUploadCancelled(t *testing.T) {
@@ -410,30 +479,48 @@ func (nt *noLayerTask) Checkpoint(ctx context.Context, opts ...containerd.Checkp
 
 // TestCheckpointWithoutLayer is the case Docker's copy gets wrong: a
 // checkpoint image without a checkpoint layer is an error, not a silent
-// success, and the image is deleted all the same.
+// success, and the image is deleted all the same. It also checks that
+// only runc gets runc's checkpoint options.
 func TestCheckpointWithoutLayer(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"true"})
-	fake := &noLayerTask{id: id, client: tc.client}
-	dir := filepath.Join(t.TempDir(), "checkpoint")
-	err := (&task{c8dTask: fake, ctr: ctr.(*container)}).CreateCheckpoint(tc.ctx, dir, true)
-	if !errdefs.IsNotFound(err) {
-		t.Fatalf("checkpoint without a checkpoint layer: %v, want NotFound", err)
-	}
-	if opts, ok := fake.info.Options.(*runcoptions.CheckpointOptions); !ok || !opts.Exit {
-		t.Fatalf("checkpoint options %#v, want runc options with Exit", fake.info.Options)
-	}
-	if fake.info.Name == "" {
-		t.Fatal("checkpoint image has no name of ours")
-	}
-	if left := dirEntries(t, filepath.Dir(dir)); len(left) != 0 {
-		t.Fatalf("left next to the checkpoint dir: %v", left)
-	}
-	tc.assertNoCheckpointLeftovers(t)
-	if err := ctr.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
+	for _, tt := range []struct {
+		name    string
+		runtime string
+		opts    any
+		runc    bool
+	}{
+		{"runc", runcShim, &runcoptions.Options{}, true},
+		{"runc by options", "io.example.runc-compatible.v1", &runcoptions.Options{}, true},
+		{"other runtime", "io.example.other.v1", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tc := newTestClient(t)
+			id := testutil.ID(t)
+			ctr, err := tc.NewContainer(tc.ctx, id, tc.spec(t, id, []string{"true"}), tt.runtime, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake := &noLayerTask{id: id, client: tc.client}
+			dir := filepath.Join(t.TempDir(), "checkpoint")
+			err = (&task{c8dTask: fake, ctr: ctr.(*container)}).CreateCheckpoint(tc.ctx, dir, true)
+			if !errdefs.IsNotFound(err) {
+				t.Fatalf("checkpoint without a checkpoint layer: %v, want NotFound", err)
+			}
+			if opts, ok := fake.info.Options.(*runcoptions.CheckpointOptions); ok != tt.runc || (ok && !opts.Exit) {
+				t.Fatalf("checkpoint options %#v, want runc options with Exit: %v", fake.info.Options, tt.runc)
+			}
+			if fake.info.Name == "" {
+				t.Fatal("checkpoint image has no name of ours")
+			}
+			if left := dirEntries(t, filepath.Dir(dir)); len(left) != 0 {
+				t.Fatalf("left next to the checkpoint dir: %v", left)
+			}
+			tc.assertNoCheckpointLeftovers(t)
+			if err := ctr.Delete(tc.ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
@@ -463,11 +550,11 @@ func asNobodyFS(t testing.TB, f func()) bool {
 	return <-ok
 }
 
-// makeTraversable makes dir and its parents up to the test's temporary root
-// searchable by anyone, for asNobodyFS.
-func makeTraversable(t testing.TB, dir string) {
+// makeTraversable makes base, a t.TempDir(), and the test's temporary
+// root above it searchable by anyone, for asNobodyFS.
+func makeTraversable(t testing.TB, base string) {
 	t.Helper()
-	for d := dir; d != filepath.Dir(d) && d != os.TempDir(); d = filepath.Dir(d) {
+	for _, d := range []string{base, filepath.Dir(base)} {
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -538,12 +625,13 @@ func TestCheckpointBadInput(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				base := t.TempDir()
 				dir := tt.setup(t, base)
+				if tt.nobody {
+					makeTraversable(t, base)
+				}
 				before := checkpointTree(t, base)
 				var err error
 				call := func() { err = task.CreateCheckpoint(tc.ctx, dir, true) }
 				if tt.nobody {
-					makeTraversable(t, base)
-					before = checkpointTree(t, base)
 					if !asNobodyFS(t, call) {
 						t.Skip("cannot drop file permission override on this thread (setfsuid)")
 					}
@@ -626,19 +714,9 @@ func TestCheckpointBadInput(t *testing.T) {
 	})
 }
 
-func writeCheckpointFile(t testing.TB, p, data string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestCheckpointUnsupported checkpoints a task of plain runc, which needs
-// CRIU: when CRIU cannot dump here, the error has a class, the task keeps
-// running and no file is left behind.
+// CRIU: when CRIU cannot dump here, the error is FailedPrecondition, the
+// task keeps running and no file is left behind.
 func TestCheckpointUnsupported(t *testing.T) {
 	t.Parallel()
 	if out, err := criuCheck(); err == nil {
@@ -658,8 +736,8 @@ func TestCheckpointUnsupported(t *testing.T) {
 			}
 		}
 		err := task.CreateCheckpoint(tc.ctx, dir, true)
-		if err == nil || !isClassified(err) {
-			t.Fatalf("checkpoint without a working CRIU: %v, want a classified error", err)
+		if !errdefs.IsFailedPrecondition(err) {
+			t.Fatalf("checkpoint without a working CRIU: %v, want FailedPrecondition", err)
 		}
 		t.Logf("checkpoint without a working CRIU: %v", err)
 		if exists {

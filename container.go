@@ -107,7 +107,7 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 		return nil, fmt.Errorf("new task %s: %w", id, wrapError(err))
 	}
 	procC <- t
-	c.client.events.observe(id, id, t.Pid())
+	c.client.events.observe(id, id, t.Pid(), checkpointDir != "")
 	return &task{c8dTask: t, ctr: c}, nil
 }
 
@@ -117,7 +117,9 @@ func (c *container) Task(ctx context.Context) (types.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("task of container %s: %w", c.c8dCtr.ID(), wrapError(err))
 	}
-	c.client.events.observe(c.c8dCtr.ID(), c.c8dCtr.ID(), t.Pid())
+	// A task loaded from containerd is taken as started: an engine loads
+	// the tasks it restores after a restart, and their exits are due.
+	c.client.events.observe(c.c8dCtr.ID(), c.c8dCtr.ID(), t.Pid(), true)
 	return &task{c8dTask: t, ctr: c}, nil
 }
 
@@ -138,7 +140,7 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 		return nil, fmt.Errorf("attach task %s: %w", id, wrapError(err))
 	}
 	procC <- t
-	c.client.events.observe(id, id, t.Pid())
+	c.client.events.observe(id, id, t.Pid(), true)
 	return &task{c8dTask: t, ctr: c}, nil
 }
 

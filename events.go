@@ -136,19 +136,21 @@ func (c *Client) handleEnvelope(env *events.Envelope) {
 }
 
 // dispatch runs an event through the exactly-once bookkeeping and queues it
-// for its container. synthesized marks exits made up by reconciliation.
-// It is called only from the event loop, so that the bookkeeping sees
-// events in stream order.
+// for its container. synthesized marks exits that did not come from a
+// TaskExit: reconciliation, a TaskDelete, or a delete through this library.
+// Stream events are dispatched from the event loop only, so that the
+// bookkeeping sees them in stream order.
 func (c *Client) dispatch(ev taskEvent, synthesized bool) {
 	if ev.deleted {
 		// A TaskDelete can overtake the TaskExit of its process (the shim
-		// forwards exits asynchronously); its exit status is the same, so
-		// an exit not yet delivered is delivered from it, and the late
-		// TaskExit is then a duplicate.
+		// forwards exits asynchronously), and a TaskExit can be lost in a
+		// containerd restart; the delete carries the same exit status, so
+		// an exit not yet delivered is delivered from it, once.
 		if !c.events.deleted(ev.info) {
 			return
 		}
 		ev = taskEvent{typ: types.EventExit, info: ev.info}
+		synthesized = true
 	} else if !c.events.accept(ev.typ, ev.info) {
 		c.counters.deduplicated.Add(1)
 		return
@@ -157,6 +159,19 @@ func (c *Client) dispatch(ev taskEvent, synthesized bool) {
 		c.counters.synthesized.Add(1)
 	}
 	c.eventQ.Append(ev.info.ContainerID, func() { c.deliver(ev) })
+}
+
+// deletedThroughAPI records the exit status a successful Task.Delete,
+// Task.ForceDelete or Process.Delete returned, so that the exit of a started
+// process reaches the Backend even when containerd's TaskExit was lost.
+func (c *Client) deletedThroughAPI(containerID, processID string, pid uint32, st interface {
+	ExitCode() uint32
+	ExitTime() time.Time
+}) {
+	c.dispatch(taskEvent{deleted: true, info: types.EventInfo{
+		ContainerID: containerID, ProcessID: processID, Pid: pid,
+		ExitCode: st.ExitCode(), ExitedAt: st.ExitTime(),
+	}}, true)
 }
 
 // deliver calls the Backend, retrying with backoff on error. Later events of
@@ -468,9 +483,29 @@ type procKey struct{ containerID, processID string }
 // procState is what the client remembers of one process for exactly-once
 // exits.
 type procState struct {
-	pid    uint32   // pid of the incarnation seen last; 0 if unknown
-	exited []uint32 // pids whose exit was accepted, newest last (bounded)
-	gone   bool     // deleted: kept as a tombstone for late events
+	pid     uint32   // pid of the incarnation seen last; 0 if unknown
+	started bool     // that incarnation was started
+	exited  []uint32 // pids whose exit was accepted, newest last (bounded)
+	gone    bool     // deleted: kept as a tombstone for late events
+}
+
+// setPid records a new incarnation unless its exit was accepted already.
+func (p *procState) setPid(pid uint32, started bool) {
+	if pid == 0 || p.hasExited(pid) {
+		return
+	}
+	if pid != p.pid {
+		p.pid, p.started = pid, false
+	}
+	p.started = p.started || started
+	p.gone = false
+}
+
+func (p *procState) markExited(pid uint32) {
+	p.exited = append(p.exited, pid)
+	if len(p.exited) > maxExitedPids {
+		p.exited = p.exited[1:]
+	}
 }
 
 // maxExitedPids bounds the exit history of one process ID (an ID reused by
@@ -524,17 +559,11 @@ func (s *eventState) get(k procKey) *procState {
 
 // observe records that process pid exists, from an API call (NewTask,
 // Task, AttachTask, Exec), so that reconciliation covers it even if none of
-// its events was seen.
-func (s *eventState) observe(containerID, processID string, pid uint32) {
-	if pid == 0 {
-		return
-	}
+// its events was seen. started says whether it runs (or ran).
+func (s *eventState) observe(containerID, processID string, pid uint32, started bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.get(procKey{containerID, processID})
-	if !p.hasExited(pid) {
-		p.pid, p.gone = pid, false
-	}
+	s.get(procKey{containerID, processID}).setPid(pid, started)
 }
 
 // accept reports whether an event is to be delivered, and records it: an
@@ -550,48 +579,32 @@ func (s *eventState) accept(typ types.EventType, info types.EventInfo) bool {
 		if p.hasExited(info.Pid) {
 			return false
 		}
-		if info.Pid != 0 {
-			p.pid, p.gone = info.Pid, false
-		}
+		p.setPid(info.Pid, typ != types.EventCreate)
 	case types.EventExit:
 		p := s.get(procKey{info.ContainerID, info.ProcessID})
 		if p.hasExited(info.Pid) {
 			return false
 		}
-		p.exited = append(p.exited, info.Pid)
-		if len(p.exited) > maxExitedPids {
-			p.exited = p.exited[1:]
-		}
+		p.markExited(info.Pid)
 	}
 	return true
 }
 
-// deleted records a TaskDelete and reports whether it carries an exit that
-// was not accepted yet (which it then accepts).
+// deleted records the deletion of a process (a TaskDelete, or a delete
+// through the API) and reports whether it carries an exit to deliver: that
+// of a started process whose exit was not accepted yet (which it then
+// accepts). A process that never started has no exit to report.
 func (s *eventState) deleted(info types.EventInfo) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := procKey{info.ContainerID, info.ProcessID}
 	p := s.get(k)
-	exit := info.Pid != 0 && !p.hasExited(info.Pid)
+	exit := info.Pid != 0 && info.Pid == p.pid && p.started && !p.hasExited(info.Pid)
 	if exit {
-		p.exited = append(p.exited, info.Pid)
-		if len(p.exited) > maxExitedPids {
-			p.exited = p.exited[1:]
-		}
+		p.markExited(info.Pid)
 	}
 	s.bury(k, p)
 	return exit
-}
-
-// forgetProcess marks a deleted exec as gone.
-func (s *eventState) forgetProcess(containerID, processID string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k := procKey{containerID, processID}
-	if p := s.procs[k]; p != nil {
-		s.bury(k, p)
-	}
 }
 
 // forgetContainer marks every process of a deleted container as gone.
@@ -630,14 +643,14 @@ func (s *eventState) prune() {
 	}
 }
 
-// pending returns the processes with a known pid whose exit was not
-// accepted and that are not deleted: the ones reconciliation asks about.
+// pending returns the started processes whose exit was not accepted and
+// that are not deleted: the ones reconciliation asks about.
 func (s *eventState) pending() []pendingProcess {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []pendingProcess
 	for k, p := range s.procs {
-		if p.pid != 0 && !p.gone && !p.hasExited(p.pid) {
+		if p.pid != 0 && p.started && !p.gone && !p.hasExited(p.pid) {
 			out = append(out, pendingProcess{k.containerID, k.processID, p.pid})
 		}
 	}

@@ -94,8 +94,15 @@ func TestEventStateExactlyOnce(t *testing.T) {
 			{types.EventExit, false, info("c", 10), true},
 			{"", true, info("c", 10), false},
 		}},
-		{"delete of a never started task delivers nothing", []step{
+		{"delete of a task without pid delivers nothing", []step{
 			{"", true, info("c", 0), false},
+		}},
+		{"delete of a created, never started task delivers nothing", []step{
+			{types.EventCreate, false, info("c", 10), true},
+			{"", true, info("c", 10), false},
+		}},
+		{"delete of an unknown process delivers nothing", []step{
+			{"", true, info("c", 10), false},
 		}},
 		{"new incarnation of the same id", []step{
 			{types.EventExit, false, info("c", 10), true},
@@ -133,10 +140,11 @@ func TestEventStateExactlyOnce(t *testing.T) {
 
 func TestEventStatePending(t *testing.T) {
 	s := newEventState(time.Minute, 100)
-	s.observe("a", "a", 10)
-	s.observe("a", "e1", 11)
-	s.observe("b", "b", 20)
-	s.observe("c", "c", 0) // unknown pid: nothing to reconcile
+	s.observe("a", "a", 10, true)
+	s.observe("a", "e1", 11, true)
+	s.observe("b", "b", 20, true)
+	s.observe("c", "c", 0, true)   // unknown pid: nothing to reconcile
+	s.observe("d", "d", 30, false) // created, never started: no exit due
 	s.accept(types.EventExit, types.EventInfo{ContainerID: "a", ProcessID: "e1", Pid: 11})
 	s.forgetContainer("b")
 
@@ -148,7 +156,7 @@ func TestEventStatePending(t *testing.T) {
 		t.Fatalf("pending = %v, want only a/a pid 10", got)
 	}
 	// An observed pid whose exit was accepted is not revived.
-	s.observe("a", "e1", 11)
+	s.observe("a", "e1", 11, true)
 	if n := len(s.pending()); n != 1 {
 		t.Fatalf("pending after re-observing an exited pid: %d entries, want 1", n)
 	}

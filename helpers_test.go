@@ -87,7 +87,16 @@ func (b *recordingBackend) all() []event {
 // after waitTimeout.
 func (b *recordingBackend) waitUntil(t testing.TB, what string, cond func([]event) bool) {
 	t.Helper()
-	deadline := time.NewTimer(waitTimeout)
+	if !b.waitFor(waitTimeout, cond) {
+		t.Fatalf("timed out waiting for %s; events: %v", what, b.all())
+	}
+}
+
+// waitFor blocks until cond holds for the recorded events and reports
+// whether it did within timeout. Unlike waitUntil it may be called from
+// any goroutine.
+func (b *recordingBackend) waitFor(timeout time.Duration, cond func([]event) bool) bool {
+	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		b.mu.Lock()
@@ -95,12 +104,12 @@ func (b *recordingBackend) waitUntil(t testing.TB, what string, cond func([]even
 		changed := b.changed
 		b.mu.Unlock()
 		if ok {
-			return
+			return true
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s; events: %v", what, b.all())
+			return false
 		}
 	}
 }

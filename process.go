@@ -45,6 +45,6 @@ func (p *process) Delete(ctx context.Context) (*containerd.ExitStatus, error) {
 	if err != nil {
 		return nil, p.errorf("delete", err)
 	}
-	p.ctr.client.events.forgetProcess(p.ctr.c8dCtr.ID(), p.c8dProc.ID())
+	p.ctr.client.deletedThroughAPI(p.ctr.c8dCtr.ID(), p.c8dProc.ID(), p.c8dProc.Pid(), s)
 	return s, nil
 }

@@ -43,7 +43,11 @@ func (t *task) Pid() uint32 { return t.c8dTask.Pid() }
 func (t *task) Start(ctx context.Context) (retErr error) {
 	ctx, end := startSpan(t.ctx(ctx), "libcontainerd.task.Start", attribute.String("container.id", t.c8dTask.ID()))
 	defer end(&retErr)
-	return t.errorf("start", t.c8dTask.Start(ctx))
+	if err := t.c8dTask.Start(ctx); err != nil {
+		return t.errorf("start", err)
+	}
+	t.ctr.client.events.observe(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid(), true)
+	return nil
 }
 
 // Kill sends signal to the task's init process.
@@ -107,8 +111,12 @@ func (t *task) Summary(ctx context.Context) ([]types.Summary, error) {
 
 // ForceDelete kills the task's processes and deletes the task.
 func (t *task) ForceDelete(ctx context.Context) error {
-	_, err := t.c8dTask.Delete(t.ctx(ctx), containerd.WithProcessKill)
-	return t.errorf("force delete", err)
+	s, err := t.c8dTask.Delete(t.ctx(ctx), containerd.WithProcessKill)
+	if err != nil {
+		return t.errorf("force delete", err)
+	}
+	t.ctr.client.deletedThroughAPI(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid(), s)
+	return nil
 }
 
 // Status returns the task's status.
@@ -124,6 +132,7 @@ func (t *task) Delete(ctx context.Context) (*containerd.ExitStatus, error) {
 	if err != nil {
 		return nil, t.errorf("delete", err)
 	}
+	t.ctr.client.deletedThroughAPI(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid(), s)
 	return s, nil
 }
 
@@ -205,7 +214,7 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 		return nil, fmt.Errorf("start exec %s: %w", processID, wrapError(err))
 	}
 	procC <- p
-	t.ctr.client.events.observe(ctrID, processID, p.Pid())
+	t.ctr.client.events.observe(ctrID, processID, p.Pid(), true)
 	return &process{c8dProc: p, ctr: t.ctr}, nil
 }
 

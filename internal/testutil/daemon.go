@@ -283,9 +283,13 @@ func (d *Daemon) waitServing(ctx context.Context, exited <-chan struct{}) error 
 		default:
 		}
 		if _, err := os.Stat(d.Address); err == nil {
+			// A fresh client per try with a short deadline: one client would
+			// wait out gRPC's reconnect backoff after a refused dial.
 			cli, err := containerd.New(d.Address, containerd.WithTimeout(time.Second))
 			if err == nil {
-				serving, err := cli.IsServing(ctx)
+				tryCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+				serving, err := cli.IsServing(tryCtx)
+				cancel()
 				cli.Close()
 				if err == nil && serving {
 					return nil
@@ -347,8 +351,25 @@ func (d *Daemon) Stop() error {
 	d.killLocked(syscall.SIGTERM)
 	d.mu.Unlock()
 	killShims(d.Address)
+	d.deleteRuncState()
 	unmountUnder(d.Dir)
 	return os.RemoveAll(d.Dir)
+}
+
+// runcRoot is where runc keeps container state for the runc shim by
+// default: shared by every containerd on the host, per namespace.
+const runcRoot = "/run/containerd/runc"
+
+// deleteRuncState force-deletes, with runc, the containers of the tasks the
+// daemon still has on disk, so that a test that failed halfway leaves no
+// processes, cgroups or runc state behind.
+func (d *Daemon) deleteRuncState() {
+	taskDirs, _ := filepath.Glob(filepath.Join(d.State, "io.containerd.runtime.v2.task", "*", "*"))
+	for _, dir := range taskDirs {
+		ns, id := filepath.Base(filepath.Dir(dir)), filepath.Base(dir)
+		_ = exec.Command(runcBinary(), "--root", filepath.Join(runcRoot, ns), "delete", "--force", id).Run()
+		_ = os.Remove(filepath.Join(runcRoot, ns))
+	}
 }
 
 // killShims kills shim processes started by the daemon at address: their
@@ -464,4 +485,11 @@ func Main(m *testing.M) {
 	}
 	removeRootfs()
 	os.Exit(code)
+}
+
+func runcBinary() string {
+	if p, err := exec.LookPath("runc"); err == nil {
+		return p
+	}
+	return "/usr/sbin/runc"
 }

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -137,6 +138,13 @@ func Spec(t testing.TB, ctx context.Context, id string, args []string, opts ...o
 
 var nonIdentifier = regexp.MustCompile(`[^A-Za-z0-9]+`)
 
+// runSuffix tells this test process's namespaces from other runs'.
+var runSuffix = func() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}()
+
 // ID turns t's name plus parts into a containerd identifier: safe as a path
 // component, at most 76 characters, unique per test name.
 func ID(t testing.TB, parts ...string) string {
@@ -155,7 +163,10 @@ func ID(t testing.TB, parts ...string) string {
 // in the namespace on the shared daemon is removed.
 func Context(t testing.TB, d *Daemon) (context.Context, string) {
 	t.Helper()
-	ns := ID(t)
+	// runc keeps container state under /run/containerd/runc/<namespace>
+	// for every daemon on the host: a suffix of this process's own keeps
+	// concurrent or crashed test runs from colliding there.
+	ns := ID(t) + "-" + runSuffix
 	ctx, cancel := context.WithCancel(namespaces.WithNamespace(context.Background(), ns))
 	t.Cleanup(func() {
 		cancel()
