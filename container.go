@@ -117,9 +117,7 @@ func (c *container) Task(ctx context.Context) (types.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("task of container %s: %w", c.c8dCtr.ID(), wrapError(err))
 	}
-	// A task loaded from containerd is taken as started: an engine loads
-	// the tasks it restores after a restart, and their exits are due.
-	c.client.events.observe(c.c8dCtr.ID(), c.c8dCtr.ID(), t.Pid(), true)
+	c.observeLoaded(ctx, t)
 	return &task{c8dTask: t, ctr: c}, nil
 }
 
@@ -140,8 +138,21 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 		return nil, fmt.Errorf("attach task %s: %w", id, wrapError(err))
 	}
 	procC <- t
-	c.client.events.observe(id, id, t.Pid(), true)
+	c.observeLoaded(ctx, t)
 	return &task{c8dTask: t, ctr: c}, nil
+}
+
+// observeLoaded records a task loaded from containerd for exactly-once
+// exits. The first time an incarnation is seen its status is asked for:
+// only a started process is owed an exit when its events go missing, and a
+// task can be loaded in the created state (an engine retrying a create).
+func (c *container) observeLoaded(ctx context.Context, t containerd.Task) {
+	id := c.c8dCtr.ID()
+	if c.client.events.known(id, id, t.Pid()) {
+		return
+	}
+	st, err := t.Status(ctx)
+	c.client.events.observe(id, id, t.Pid(), err == nil && st.Status != containerd.Created)
 }
 
 // Delete removes the container from containerd, then its bundle directory

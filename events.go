@@ -566,6 +566,14 @@ func (s *eventState) observe(containerID, processID string, pid uint32, started 
 	s.get(procKey{containerID, processID}).setPid(pid, started)
 }
 
+// known reports whether pid is the current incarnation of the process.
+func (s *eventState) known(containerID, processID string, pid uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.procs[procKey{containerID, processID}]
+	return p != nil && p.pid == pid && pid != 0
+}
+
 // accept reports whether an event is to be delivered, and records it: an
 // exit is accepted once per (container, process, pid), and a create or
 // start for a pid whose exit was accepted is dropped.
