@@ -34,9 +34,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -133,6 +135,7 @@ func New(ctx context.Context, cli *containerd.Client, stateDir, ns string, b typ
 		abandonC:  make(chan struct{}),
 		syncTopic: newSyncTopic(),
 	}
+	c.sweepOrphans(ctx)
 	c.eventClient, c.closeEventClient = newEventClient(cli, ns)
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.loopCancel = cancel
@@ -231,6 +234,69 @@ func (c *Client) CloseContext(ctx context.Context) error {
 		err = c.closeQueue(ctx)
 	})
 	return err
+}
+
+// orphanMinAge keeps the sweep away from bundles that may belong to a
+// container being created right now by another client on the same state
+// directory: its bundle exists before containerd knows the container.
+const orphanMinAge = time.Minute
+
+// sweepOrphans removes the bundle directories (and the FIFOs in them) under
+// the state directory whose container containerd no longer has in any
+// namespace: leftovers of an engine that crashed between creating a
+// bundle and deleting it. Entries that are not container IDs, and symlinks'
+// targets, are never touched; a symlink itself is removed. When containerd
+// cannot be asked, nothing is removed.
+func (c *Client) sweepOrphans(ctx context.Context) {
+	entries, err := os.ReadDir(c.stateDir)
+	if err != nil || len(entries) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	live, err := c.allContainerIDs(ctx)
+	if err != nil {
+		c.logger.WithError(err).Warn("not sweeping orphan bundles: cannot list containers")
+		return
+	}
+	for _, e := range entries {
+		id := e.Name()
+		if _, ok := live[id]; ok || identifiers.Validate(id) != nil {
+			continue
+		}
+		p := filepath.Join(c.stateDir, id)
+		fi, err := os.Lstat(p)
+		if err != nil || time.Since(fi.ModTime()) < orphanMinAge {
+			continue
+		}
+		// RemoveAll removes a symlink, not what it points to, and does not
+		// follow symlinks inside the directory.
+		if err := os.RemoveAll(p); err != nil {
+			c.logger.WithError(err).WithField("bundle", p).Warn("failed to remove orphan bundle")
+			continue
+		}
+		c.logger.WithField("bundle", p).Info("removed orphan bundle")
+	}
+}
+
+// allContainerIDs lists the container IDs of every namespace: a state
+// directory may be shared by clients of several namespaces.
+func (c *Client) allContainerIDs(ctx context.Context) (map[string]struct{}, error) {
+	nss, err := c.client.NamespaceService().List(ctx)
+	if err != nil {
+		return nil, wrapError(err)
+	}
+	ids := make(map[string]struct{})
+	for _, ns := range nss {
+		ctrs, err := c.client.ContainerService().List(namespaces.WithNamespace(ctx, ns))
+		if err != nil {
+			return nil, wrapError(err)
+		}
+		for _, ctr := range ctrs {
+			ids[ctr.ID] = struct{}{}
+		}
+	}
+	return ids, nil
 }
 
 // withNamespace puts the client's namespace in ctx: every call a Client and
