@@ -49,6 +49,16 @@ test-matrix: tools ## the tests against both daemons: containerd 2.4 and Debian'
 bench: tools ## benchmarks, each against a baseline measured in the same run
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 
+FUZZTIME ?= 10s
+FUZZ_TARGETS := FuzzValidateID FuzzMapEvent
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 10s); seeds are in fuzz_test.go
+	@for f in $(FUZZ_TARGETS); do \
+		echo "fuzzing $$f for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
+
 .PHONY: lint
 lint: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -50,6 +50,13 @@ func TestAttachTaskAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	loaded, err := ctr2.Task(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := loaded.Status(tc.ctx); err != nil || st.Status != containerd.Running || loaded.Pid() != task.Pid() {
+		t.Fatalf("loaded task: pid %d (want %d), status %v, %v", loaded.Pid(), task.Pid(), st.Status, err)
+	}
 	var second capture
 	task2, err := ctr2.AttachTask(tc.ctx, second.attach)
 	if err != nil {

@@ -69,6 +69,20 @@ func TestHostileContainerIDs(t *testing.T) {
 	}
 }
 
+// TestVersion asks the daemon's version.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	v, err := tc.Version(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{testutil.FlavorV2: "2.", testutil.FlavorDebian: "1.6"}[tc.daemon.Flavor]
+	if !strings.HasPrefix(strings.TrimPrefix(v.Version, "v"), want) {
+		t.Fatalf("version %q, want %s*", v.Version, want)
+	}
+}
+
 // TestNewContainerConflict checks that an ID in use is a Conflict and that
 // the failed call leaves the first container's bundle alone.
 func TestNewContainerConflict(t *testing.T) {

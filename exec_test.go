@@ -323,3 +323,79 @@ func TestExecHostileIDs(t *testing.T) {
 		t.Fatalf("%d exec-added events", n)
 	}
 }
+
+// TestFailuresLeaveNoFIFOs checks that a NewTask or Exec that fails, in the
+// engine's stdio callback or in containerd, removes the FIFOs it made and
+// leaves the ID free.
+func TestFailuresLeaveNoFIFOs(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	errStdio := errors.New("engine cannot attach")
+	failing := func(*cio.DirectIO) (cio.IO, error) { return nil, errStdio }
+	panicking := func(*cio.DirectIO) (cio.IO, error) { panic("engine bug") }
+
+	t.Run("NewTask", func(t *testing.T) {
+		for _, c := range []struct {
+			name   string
+			args   []string
+			attach types.StdioCallback
+		}{
+			{"stdio error", []string{"true"}, failing},
+			{"stdio panic", []string{"true"}, panicking},
+			{"runc create fails", []string{"/no/such/binary"}, (&capture{}).attach},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				id := testutil.ID(t)
+				ctr := tc.newContainer(t, id, c.args)
+				if _, err := ctr.NewTask(tc.ctx, "", true, c.attach); err == nil {
+					t.Fatal("NewTask succeeded")
+				}
+				if left := dirEntries(t, filepath.Join(tc.stateDir, id)); len(left) != 0 {
+					t.Fatalf("left in bundle: %v", left)
+				}
+				if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
+					t.Fatalf("Task after failed NewTask: %v, want NotFound", err)
+				}
+				if err := ctr.Delete(tc.ctx); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	})
+
+	t.Run("Exec", func(t *testing.T) {
+		id := testutil.ID(t)
+		_, task := tc.runSleeper(t, id)
+		bundle := filepath.Join(tc.stateDir, id)
+		before := snapshotDir(t, bundle)
+		for _, c := range []struct {
+			name   string
+			args   []string
+			attach types.StdioCallback
+		}{
+			{"stdio error", []string{"true"}, failing},
+			{"stdio panic", []string{"true"}, panicking},
+			{"start fails", []string{"/no/such/binary"}, (&capture{}).attach},
+		} {
+			if _, err := task.Exec(tc.ctx, "failing", tc.processSpec(t, id, c.args...), true, c.attach); err == nil {
+				t.Fatalf("%s: Exec succeeded", c.name)
+			}
+			if after := snapshotDir(t, bundle); !slices.Equal(after, before) {
+				t.Fatalf("%s: bundle holds %v, held %v", c.name, after, before)
+			}
+		}
+		// The ID is free again.
+		var out capture
+		p, err := task.Exec(tc.ctx, "failing", tc.processSpec(t, id, "echo", "ok"), false, out.attach)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stdout, _ := out.wait(t); stdout != "ok\n" {
+			t.Fatalf("stdout %q", stdout)
+		}
+		tc.backend.waitEvent(t, id, types.EventExit, "failing")
+		if _, err := p.Delete(tc.ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -13,6 +13,7 @@ import (
 	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -240,6 +241,14 @@ func TestForceDelete(t *testing.T) {
 	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
 	var out capture
 	task := tc.createAndStart(t, ctr, true, out.attach)
+	// The container of a task cannot go, nor can its FIFOs.
+	fifos := snapshotDir(t, filepath.Join(tc.stateDir, id))
+	if err := ctr.Delete(tc.ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("Delete of a container with a task: %v, want FailedPrecondition", err)
+	}
+	if got := snapshotDir(t, filepath.Join(tc.stateDir, id)); !slices.Equal(got, fifos) {
+		t.Fatalf("bundle changed by a failed Delete: %v, was %v", got, fifos)
+	}
 	if err := task.ForceDelete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -395,5 +404,61 @@ func TestSpans(t *testing.T) {
 		if !slices.Contains(got, want) {
 			t.Errorf("no span %+v among %+v", want, got)
 		}
+	}
+}
+
+// TestStdinClosedEarly closes stdin in the stdio callback, before the
+// process exists: the close reaches the process once it does, for the init
+// process and for an exec.
+func TestStdinClosedEarly(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	closeAtOnce := func(out *capture) types.StdioCallback {
+		return func(dio *cio.DirectIO) (cio.IO, error) {
+			rio, err := out.attach(dio)
+			if err == nil {
+				err = dio.Stdin.Close()
+			}
+			return rio, err
+		}
+	}
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"sh", "-c", "cat; echo init done"})
+	var out capture
+	task, err := ctr.NewTask(tc.ctx, "", true, closeAtOnce(&out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if stdout, _ := out.wait(t); stdout != "init done\n" {
+		t.Fatalf("init stdout %q", stdout)
+	}
+	if exit := tc.backend.waitEvent(t, id, types.EventExit, id); exit.ExitCode != 0 {
+		t.Fatalf("init exit %+v", exit)
+	}
+	if _, err := task.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	id = testutil.ID(t, "exec")
+	_, task = tc.runSleeper(t, id)
+	var execOut capture
+	p, err := task.Exec(tc.ctx, "cat", tc.processSpec(t, id, "sh", "-c", "cat; echo exec done"), true, closeAtOnce(&execOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout, _ := execOut.wait(t); stdout != "exec done\n" {
+		t.Fatalf("exec stdout %q", stdout)
+	}
+	if exit := tc.backend.waitEvent(t, id, types.EventExit, "cat"); exit.ExitCode != 0 {
+		t.Fatalf("exec exit %+v", exit)
+	}
+	if _, err := p.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -117,21 +116,9 @@ func populateRootfs(dir string) error {
 // the namespace in ctx. opts are applied last.
 func Spec(t testing.TB, ctx context.Context, id string, args []string, opts ...oci.SpecOpts) *specs.Spec {
 	t.Helper()
-	all := append([]oci.SpecOpts{
-		oci.WithRootFSPath(Rootfs(t)),
-		oci.WithRootFSReadonly(),
-		oci.WithProcessArgs(args...),
-		oci.WithProcessCwd("/"),
-		oci.WithEnv([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}),
-		oci.WithNamespacedCgroup(),
-		oci.WithMounts([]specs.Mount{{
-			Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
-			Options: []string{"nosuid", "nodev", "size=16m"},
-		}}),
-	}, opts...)
-	s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: id}, all...)
+	s, err := NewSpec(ctx, Rootfs(t), id, args, opts...)
 	if err != nil {
-		t.Fatalf("generate spec: %v", err)
+		t.Fatal(err)
 	}
 	return s
 }
