@@ -1,0 +1,245 @@
+package benchrun
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// stepNames are the steps of a lifecycle, timed separately.
+var stepNames = []string{"create container", "create task", "start", "exit seen", "delete task", "delete container"}
+
+type steps [6]time.Duration
+
+func (s steps) total() time.Duration {
+	var t time.Duration
+	for _, d := range s {
+		t += d
+	}
+	return t
+}
+
+// libLifecycle runs /bin/true through the library: create the container
+// and its task (FIFOs handed to a copy loop), start it, wait for its exit
+// event at the Backend, delete the task and the container.
+func (e *env) libLifecycle(ctx context.Context, id string, spec *specs.Spec) (st steps, _ error) {
+	t := time.Now()
+	lap := func(i int) {
+		now := time.Now()
+		st[i] = now.Sub(t)
+		t = now
+	}
+	ctr, err := e.libContainer(ctx, id, spec)
+	if err != nil {
+		return st, err
+	}
+	lap(0)
+	exitC := e.be.expectExit(id, id)
+	task, err := ctr.NewTask(ctx, "", false, discardStdio)
+	if err != nil {
+		return st, err
+	}
+	lap(1)
+	if err := task.Start(ctx); err != nil {
+		return st, err
+	}
+	lap(2)
+	if _, err := waitExit(ctx, exitC, id); err != nil {
+		return st, err
+	}
+	lap(3)
+	if _, err := task.Delete(ctx); err != nil {
+		return st, err
+	}
+	lap(4)
+	if err := ctr.Delete(ctx); err != nil {
+		return st, err
+	}
+	lap(5)
+	return st, nil
+}
+
+// rawLifecycle does the same with the containerd client: NewContainer,
+// NewTask with cio FIFOs copied into nowhere, Wait, Start, the exit from
+// Wait, Delete, Delete.
+func (e *env) rawLifecycle(id string, spec *specs.Spec) (st steps, _ error) {
+	ctx := e.rawCtx
+	t := time.Now()
+	lap := func(i int) {
+		now := time.Now()
+		st[i] = now.Sub(t)
+		t = now
+	}
+	ctr, err := e.rawContainer(id, spec)
+	if err != nil {
+		return st, err
+	}
+	lap(0)
+	task, err := ctr.NewTask(ctx, e.rawIO)
+	if err != nil {
+		return st, err
+	}
+	lap(1)
+	statusC, err := task.Wait(ctx)
+	if err != nil {
+		return st, err
+	}
+	if err := task.Start(ctx); err != nil {
+		return st, err
+	}
+	lap(2)
+	select {
+	case s := <-statusC:
+		if s.Error() != nil {
+			return st, s.Error()
+		}
+	case <-time.After(waitTimeout):
+		return st, fmt.Errorf("no exit for %s within %v", id, waitTimeout)
+	}
+	lap(3)
+	if _, err := task.Delete(ctx); err != nil {
+		return st, err
+	}
+	lap(4)
+	if err := ctr.Delete(ctx); err != nil {
+		return st, err
+	}
+	lap(5)
+	return st, nil
+}
+
+// lifecycle runs one lifecycle of /bin/true, library or raw, with a new
+// ID; the spec is made before the clock starts.
+func (e *env) lifecycle(ctx context.Context, isLib bool) (steps, error) {
+	if isLib {
+		id := e.id("lib")
+		spec, err := e.libSpec(id, "true")
+		if err != nil {
+			return steps{}, err
+		}
+		return e.libLifecycle(ctx, id, spec)
+	}
+	id := e.id("raw")
+	spec, err := e.rawSpec(id, "true")
+	if err != nil {
+		return steps{}, err
+	}
+	return e.rawLifecycle(id, spec)
+}
+
+// lifecyclePhase times sequential lifecycles, alternating library and raw
+// one by one (ABBA).
+func (e *env) lifecyclePhase(ctx context.Context) error {
+	for i := range e.n(6, 2) {
+		for _, isLib := range []bool{abba(i), !abba(i)} {
+			if _, err := e.lifecycle(ctx, isLib); err != nil {
+				return fmt.Errorf("warm-up: %w", err)
+			}
+		}
+	}
+	n := e.n(120, 10)
+	var lib, raw []float64
+	libSteps := make([][]float64, len(stepNames))
+	rawSteps := make([][]float64, len(stepNames))
+	for i := range n {
+		for _, isLib := range []bool{abba(i), !abba(i)} {
+			st, err := e.lifecycle(ctx, isLib)
+			if err != nil {
+				return err
+			}
+			total := ms(st.total())
+			for j, d := range st {
+				if isLib {
+					libSteps[j] = append(libSteps[j], ms(d))
+				} else {
+					rawSteps[j] = append(rawSteps[j], ms(d))
+				}
+			}
+			if isLib {
+				lib = append(lib, total)
+			} else {
+				raw = append(raw, total)
+			}
+		}
+		if (i+1)%20 == 0 {
+			e.progress("   %d/%d: p50 library %.1f ms, raw %.1f ms", i+1, n, median(lib), median(raw))
+		}
+	}
+	e.add(Row{Metric: "lifecycle of /bin/true, p50", Unit: "ms", Lib: median(lib), Base: median(raw), BaseName: "raw client",
+		Target: Target{RatioAtMost, 1.05}})
+	e.add(Row{Metric: "lifecycle of /bin/true, p90", Unit: "ms", Lib: percentile(lib, 90), Base: percentile(raw, 90), BaseName: "raw client"})
+	for j, name := range stepNames {
+		e.res.Steps = append(e.res.Steps, StepRow{Step: name, Lib: median(libSteps[j]), Base: median(rawSteps[j])})
+	}
+	e.note("Lifecycle: %d sequential lifecycles each of `/bin/true`, library and raw alternating one by one (ABBA) after %d warm-ups each; "+
+		"library = NewContainer, NewTask (FIFOs copied into a sink), Start, exit event at the Backend, Task.Delete, Container.Delete; "+
+		"raw = NewContainer, NewTask with cio FIFOs, Wait, Start, exit from Wait, Delete, Delete.", n, e.n(6, 2))
+	return nil
+}
+
+// parallelPhase runs lifecycles 8 at a time and reports lifecycles per
+// second, alternating library and raw rounds (ABBA).
+func (e *env) parallelPhase(ctx context.Context) error {
+	const workers = 8
+	perRound := e.n(64, 16)
+	rounds := e.n(3, 1)
+	if _, err := e.parallel(ctx, true, workers, workers); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if _, err := e.parallel(ctx, false, workers, workers); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	var lib, raw []float64
+	for i := range rounds {
+		for _, isLib := range []bool{abba(i), !abba(i)} {
+			rate, err := e.parallel(ctx, isLib, workers, perRound)
+			if err != nil {
+				return err
+			}
+			if isLib {
+				lib = append(lib, rate)
+			} else {
+				raw = append(raw, rate)
+			}
+		}
+		e.progress("   round %d/%d: library %.1f/s, raw %.1f/s", i+1, rounds, lib[len(lib)-1], raw[len(raw)-1])
+	}
+	e.add(Row{Metric: fmt.Sprintf("%d-way parallel lifecycles", workers), Unit: "per s", Lib: median(lib), Base: median(raw), BaseName: "raw client"})
+	e.note("Parallel: %d workers share %d lifecycles per round, %d rounds each side (ABBA); median of the rounds.", workers, perRound, rounds)
+	return nil
+}
+
+// parallel runs n lifecycles on workers goroutines and returns lifecycles
+// per second.
+func (e *env) parallel(ctx context.Context, isLib bool, workers, n int) (float64, error) {
+	var (
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				if _, err := e.lifecycle(ctx, isLib); err != nil {
+					errMu.Lock()
+					if first == nil {
+						first = err
+					}
+					errMu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return 0, first
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
