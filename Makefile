@@ -45,9 +45,13 @@ test-matrix: tools ## the tests against both daemons: containerd 2.4 and Debian'
 	$(MAKE) test LIBCONTAINERD_TEST_CONTAINERD=v2
 	$(MAKE) test LIBCONTAINERD_TEST_CONTAINERD=debian
 
+.PHONY: demo
+demo: tools ## run one container through the library on a private containerd (LIBCONTAINERD_TEST_CONTAINERD=v2|debian)
+	$(GO) run ./examples/demo -containerd $(LIBCONTAINERD_TEST_CONTAINERD)
+
 .PHONY: bench
-bench: tools ## benchmarks, each against a baseline measured in the same run
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+bench: tools ## library vs baselines in one run, table into docs/benchmarks.md (LIBCONTAINERD_TEST_CONTAINERD=v2|debian|v2,debian; BENCH_FLAGS=-scale=0.1)
+	$(GO) run ./internal/cmd/lcdbench -containerd $(LIBCONTAINERD_TEST_CONTAINERD) $(BENCH_FLAGS)
 
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzValidateID FuzzMapEvent

@@ -49,8 +49,8 @@ func settle(t testing.TB, what string, want int, measure func() int) {
 // directory. Not parallel: it counts the process's goroutines and fds.
 func TestNoLeaks(t *testing.T) {
 	tc := newTestClient(t)
-	cycle := func(i int) {
-		id := testutil.ID(t, fmt.Sprint(i))
+	cycle := func(name string) {
+		id := testutil.ID(t, name)
 		ctr := tc.newContainer(t, id, []string{"cat"})
 		var out capture
 		task, err := ctr.NewTask(tc.ctx, "", true, out.attach)
@@ -92,11 +92,11 @@ func TestNoLeaks(t *testing.T) {
 
 	// One cycle first, so that what is started once per process or client
 	// (gRPC connections, tracer) is in the baseline.
-	cycle(-1)
+	cycle("warmup")
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 	start := time.Now()
 	for i := range leakCycles {
-		cycle(i)
+		cycle(fmt.Sprint(i))
 	}
 	t.Logf("%d lifecycles in %v", leakCycles, time.Since(start).Round(time.Millisecond))
 

@@ -295,6 +295,7 @@ func TestEventOrderParallel(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// No runtime options: the shim's defaults apply.
 			if r.ctr, r.err = tc.NewContainer(tc.ctx, r.id, r.spec, runcShim, nil); r.err != nil {
 				return
 			}

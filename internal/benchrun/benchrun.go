@@ -180,7 +180,10 @@ func (e *env) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	e.res.Daemon = fmt.Sprintf("containerd %s (%s)", v.Version, v.Revision)
+	e.res.Daemon = "containerd " + v.Version
+	if v.Revision != "" {
+		e.res.Daemon += " (" + v.Revision + ")"
+	}
 	e.res.Runc = runcVersion()
 
 	e.libCtx = namespaces.WithNamespace(ctx, e.libNS)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctrkit/libcontainerd/types"
@@ -195,6 +194,3 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 		"raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete.", n, warm)
 	return nil
 }
-
-// isGone reports errors that mean the object is already deleted.
-func isGone(err error) bool { return err == nil || errdefs.IsNotFound(err) }

@@ -1,0 +1,61 @@
+// Command lcdbench runs libcontainerd's benchmarks (internal/benchrun)
+// against private containerd daemons, prints a table per daemon and writes
+// it into docs/benchmarks.md. `make bench` runs it; it needs root.
+//
+//	go run ./internal/cmd/lcdbench -containerd v2,debian
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/log"
+
+	"github.com/ctrkit/libcontainerd/internal/benchrun"
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+)
+
+func main() {
+	flavors := flag.String("containerd", testutil.FlavorV2,
+		`comma-separated daemons to measure: "v2" (2.4.2 from .tools/bin) and/or "debian" (Debian's 1.6)`)
+	scale := flag.Float64("scale", 1, "multiplies the iteration counts (0.1 for a quick smoke run)")
+	phases := flag.String("phases", "", "comma-separated phases to run (default all: "+strings.Join(benchrun.AllPhases, ",")+")")
+	doc := flag.String("doc", "docs/benchmarks.md", `Markdown file to write each daemon's table into ("" to skip)`)
+	flag.Parse()
+	// The library logs its reconnects during the recovery phase as
+	// warnings; they would only interleave with the progress lines.
+	_ = log.SetLevel("error")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var only []string
+	if *phases != "" {
+		only = strings.Split(*phases, ",")
+	}
+	failed := false
+	for _, flavor := range strings.Split(*flavors, ",") {
+		res, err := benchrun.Run(ctx, benchrun.Config{Flavor: flavor, Scale: *scale, Phases: only, Progress: os.Stderr})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "lcdbench: containerd %s: %v\n", flavor, err)
+			failed = true
+			continue
+		}
+		fmt.Printf("\n%s\n", res.Markdown())
+		if *doc != "" {
+			if err := res.UpdateDoc(*doc); err != nil {
+				fmt.Fprintf(os.Stderr, "lcdbench: %v\n", err)
+				failed = true
+				continue
+			}
+			fmt.Printf("(written to %s)\n", *doc)
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
