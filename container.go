@@ -91,12 +91,18 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 
 	procC := make(chan containerd.Process, 1)
 	fifoCfg := fifoPaths(bundle, id, withStdin, spec.Process.Terminal)
+	var tio *taskIO
 	t, err := c.c8dCtr.NewTask(ctx, func(string) (cio.IO, error) {
 		fifos, err := newFIFOSet(c.client.logger.WithField("container", id), fifoCfg)
 		if err != nil {
 			return nil, err
 		}
-		return c.client.processIO(ctx, fifos, procC, attachStdio)
+		rio, err := c.client.processIO(ctx, fifos, procC, attachStdio)
+		if err != nil {
+			return nil, err
+		}
+		tio = &taskIO{IO: rio}
+		return tio, nil
 	}, taskOpts...)
 	if err != nil {
 		// containerd cancels and closes the IO (removing the FIFOs) itself.
@@ -108,7 +114,7 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 	}
 	procC <- t
 	c.client.events.observe(id, id, t.Pid(), checkpointDir != "")
-	return &task{c8dTask: t, ctr: c}, nil
+	return &task{c8dTask: t, ctr: c, io: tio}, nil
 }
 
 // Task returns the container's task without attaching to its IO.
@@ -130,8 +136,14 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 		return nil, fmt.Errorf("attach task %s: stdio callback is nil: %w", id, errdefs.ErrInvalidArgument)
 	}
 	procC := make(chan containerd.Process, 1)
+	var tio *taskIO
 	t, err := c.c8dCtr.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
-		return c.client.processIO(ctx, fifos, procC, attachStdio)
+		rio, err := c.client.processIO(ctx, fifos, procC, attachStdio)
+		if err != nil {
+			return nil, err
+		}
+		tio = &taskIO{IO: rio}
+		return tio, nil
 	})
 	if err != nil {
 		close(procC)
@@ -139,7 +151,7 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 	}
 	procC <- t
 	c.observeLoaded(ctx, t)
-	return &task{c8dTask: t, ctr: c}, nil
+	return &task{c8dTask: t, ctr: c, io: tio}, nil
 }
 
 // observeLoaded records a task loaded from containerd for exactly-once

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -231,4 +232,27 @@ func closeStdin(ns string, p containerd.Process) error {
 		return nil
 	}
 	return err
+}
+
+// taskIO is the IO of a task as handed to containerd. It lets Task.Start
+// keep containerd's client from closing it when the start fails: the task
+// may be running, and its FIFOs must stay until Delete.
+type taskIO struct {
+	cio.IO
+	hold atomic.Bool
+}
+
+func (t *taskIO) holdClose(hold bool) { t.hold.Store(hold) }
+
+func (t *taskIO) Cancel() {
+	if !t.hold.Load() {
+		t.IO.Cancel()
+	}
+}
+
+func (t *taskIO) Close() error {
+	if t.hold.Load() {
+		return nil
+	}
+	return t.IO.Close()
 }

@@ -6,7 +6,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
@@ -24,6 +23,7 @@ const execCleanupTimeout = 45 * time.Second
 type task struct {
 	c8dTask containerd.Task
 	ctr     *container
+	io      *taskIO // nil for a task loaded without attaching
 }
 
 var _ types.Task = (*task)(nil)
@@ -44,10 +44,14 @@ func (t *task) Pid() uint32 { return t.c8dTask.Pid() }
 func (t *task) Start(ctx context.Context) (retErr error) {
 	ctx, end := startSpan(t.ctx(ctx), "libcontainerd.task.Start", attribute.String("container.id", t.c8dTask.ID()))
 	defer end(&retErr)
-	// Not containerd's Task.Start: on any error it closes the task's IO,
-	// removing the FIFOs of a task that may well be running (a Start while
-	// containerd restarts, or a second Start). The IO is closed by Delete.
-	if _, err := t.ctr.client.client.TaskService().Start(ctx, &tasks.StartRequest{ContainerID: t.c8dTask.ID()}); err != nil {
+	// containerd's Task.Start closes the task's IO on any error, removing
+	// the FIFOs of a task that may well be running (a Start while
+	// containerd restarts, or a second Start); the IO is closed by Delete.
+	if t.io != nil {
+		t.io.holdClose(true)
+		defer t.io.holdClose(false)
+	}
+	if err := t.c8dTask.Start(ctx); err != nil {
 		return t.errorf("start", err)
 	}
 	t.ctr.client.events.observe(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid(), true)

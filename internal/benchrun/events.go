@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -141,7 +142,7 @@ func (e *env) eventsPhase(ctx context.Context) (retErr error) {
 			e.progress("   %d/%d exits", i+1, n)
 		}
 	}
-	var libLat, rawLat, libExited, rawExited []float64
+	var libLat, rawLat, libExited, rawExited, overhead []float64
 	missing := 0
 	for _, ex := range exits {
 		p, ok := raw.wait(pubKey(ex.info.ContainerID, ex.info.ProcessID, ex.info.Pid), 5*time.Second)
@@ -153,6 +154,7 @@ func (e *env) eventsPhase(ctx context.Context) (retErr error) {
 		rawLat = append(rawLat, ms(p.received.Sub(p.at)))
 		libExited = append(libExited, ms(ex.at.Sub(ex.info.ExitedAt)))
 		rawExited = append(rawExited, ms(p.received.Sub(ex.info.ExitedAt)))
+		overhead = append(overhead, ms(ex.at.Sub(p.received)))
 	}
 	if len(libLat) == 0 {
 		return errors.New("no exit matched between the library and the raw subscription")
@@ -160,6 +162,8 @@ func (e *env) eventsPhase(ctx context.Context) (retErr error) {
 	e.add(Row{Metric: "event latency publish → Backend, p50", Unit: "ms", Lib: median(libLat), Base: median(rawLat), BaseName: "raw subscriber"})
 	e.add(Row{Metric: "event latency publish → Backend, p99", Unit: "ms", Lib: percentile(libLat, 99), Base: percentile(rawLat, 99), BaseName: "raw subscriber",
 		Target: Target{AtMost, 2}})
+	e.add(Row{Metric: "library's own share (Backend − raw receive, same event), p50", Unit: "ms", Lib: median(overhead), Base: math.NaN()})
+	e.add(Row{Metric: "library's own share (Backend − raw receive, same event), p99", Unit: "ms", Lib: percentile(overhead, 99), Base: math.NaN()})
 	e.add(Row{Metric: "exit (ExitedAt) → Backend, p50", Unit: "ms", Lib: median(libExited), Base: median(rawExited), BaseName: "raw subscriber"})
 	e.add(Row{Metric: "exit (ExitedAt) → Backend, p99", Unit: "ms", Lib: percentile(libExited, 99), Base: percentile(rawExited, 99), BaseName: "raw subscriber"})
 	e.note("Event latency: %d execs of `true`, one after another; \"publish\" is the TaskExit envelope's timestamp (set by the shim when it publishes "+

@@ -97,55 +97,70 @@ func (h *host) stop(ctx context.Context, e *env) error {
 	return errors.Join(errs...)
 }
 
+// execSteps are the steps of an exec round trip, timed separately.
+var execStepNames = []string{"exec (create and start)", "exit seen", "delete"}
+
+type execSteps [3]time.Duration
+
+func (s execSteps) total() time.Duration { return s[0] + s[1] + s[2] }
+
 // libExec runs `true` as an exec through the library: Exec (which starts
 // it), the exit event at the Backend, Delete.
-func (e *env) libExec(ctx context.Context, h *host) (exit, time.Duration, error) {
+func (e *env) libExec(ctx context.Context, h *host) (exit, execSteps, error) {
+	var st execSteps
 	id := e.id("x")
-	start := time.Now()
+	t0 := time.Now()
 	exitC := e.be.expectExit(h.libID, id)
 	p, err := h.libTask.Exec(ctx, id, &h.libProc, false, discardStdio)
 	if err != nil {
-		return exit{}, 0, err
+		return exit{}, st, err
 	}
+	t1 := time.Now()
 	ex, err := waitExit(ctx, exitC, h.libID+"/"+id)
 	if err != nil {
-		return exit{}, 0, err
+		return exit{}, st, err
 	}
+	t2 := time.Now()
 	if _, err := p.Delete(ctx); err != nil {
-		return exit{}, 0, err
+		return exit{}, st, err
 	}
-	return ex, time.Since(start), nil
+	st = execSteps{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}
+	return ex, st, nil
 }
 
 // rawExec does the same with the containerd client: Exec with cio FIFOs,
 // Wait, Start, the exit from Wait, Delete.
-func (e *env) rawExec(h *host) (time.Duration, error) {
+func (e *env) rawExec(h *host) (execSteps, error) {
+	var st execSteps
 	ctx := e.rawCtx
 	id := e.id("x")
-	start := time.Now()
+	t0 := time.Now()
 	p, err := h.rawTask.Exec(ctx, id, &h.rawProc, e.rawIO)
 	if err != nil {
-		return 0, err
+		return st, err
 	}
 	statusC, err := p.Wait(ctx)
 	if err != nil {
-		return 0, err
+		return st, err
 	}
 	if err := p.Start(ctx); err != nil {
-		return 0, err
+		return st, err
 	}
+	t1 := time.Now()
 	select {
 	case s := <-statusC:
 		if s.Error() != nil {
-			return 0, s.Error()
+			return st, s.Error()
 		}
 	case <-time.After(waitTimeout):
-		return 0, fmt.Errorf("no exit for exec %s within %v", id, waitTimeout)
+		return st, fmt.Errorf("no exit for exec %s within %v", id, waitTimeout)
 	}
+	t2 := time.Now()
 	if _, err := p.Delete(ctx); err != nil {
-		return 0, err
+		return st, err
 	}
-	return time.Since(start), nil
+	st = execSteps{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}
+	return st, nil
 }
 
 // execPhase times exec round trips, alternating library and raw one by one
@@ -162,14 +177,16 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	}
 	warm, n := e.n(10, 3), e.n(200, 20)
 	var lib, raw []float64
+	libSteps := make([][]float64, len(execStepNames))
+	rawSteps := make([][]float64, len(execStepNames))
 	for i := range warm + n {
 		for _, isLib := range []bool{abba(i), !abba(i)} {
-			var d time.Duration
+			var st execSteps
 			var err error
 			if isLib {
-				_, d, err = e.libExec(ctx, h)
+				_, st, err = e.libExec(ctx, h)
 			} else {
-				d, err = e.rawExec(h)
+				st, err = e.rawExec(h)
 			}
 			if err != nil {
 				return err
@@ -177,15 +194,25 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 			if i < warm {
 				continue
 			}
+			for j, d := range st {
+				if isLib {
+					libSteps[j] = append(libSteps[j], ms(d))
+				} else {
+					rawSteps[j] = append(rawSteps[j], ms(d))
+				}
+			}
 			if isLib {
-				lib = append(lib, ms(d))
+				lib = append(lib, ms(st.total()))
 			} else {
-				raw = append(raw, ms(d))
+				raw = append(raw, ms(st.total()))
 			}
 		}
 		if i >= warm && (i-warm+1)%50 == 0 {
 			e.progress("   %d/%d: p50 library %.2f ms, raw %.2f ms", i-warm+1, n, median(lib), median(raw))
 		}
+	}
+	for j, name := range execStepNames {
+		e.res.ExecSteps = append(e.res.ExecSteps, StepRow{Step: name, Lib: median(libSteps[j]), Base: median(rawSteps[j])})
 	}
 	e.add(Row{Metric: "exec round trip of `true`, p50", Unit: "ms", Lib: median(lib), Base: median(raw), BaseName: "raw client",
 		Target: Target{RatioAtMost, 1.05}})

@@ -22,8 +22,10 @@ type Result struct {
 	Elapsed time.Duration
 	Scale   float64
 	Rows    []Row
-	// Steps is the lifecycle broken down per step (p50 in ms).
-	Steps []StepRow
+	// Steps and ExecSteps break the lifecycle and the exec round trip
+	// down per step (p50 in ms).
+	Steps     []StepRow
+	ExecSteps []StepRow
 	Notes []string
 }
 
@@ -155,14 +157,17 @@ func (res *Result) Table() string {
 	return markdownTable(rows)
 }
 
-// StepTable renders the lifecycle breakdown.
+// StepTable renders the lifecycle and exec breakdowns.
 func (res *Result) StepTable() string {
-	if len(res.Steps) == 0 {
+	if len(res.Steps)+len(res.ExecSteps) == 0 {
 		return ""
 	}
-	rows := [][]string{{"lifecycle step, p50 (ms)", "libcontainerd", "raw client", "difference (ms)"}}
+	rows := [][]string{{"step, p50 (ms)", "libcontainerd", "raw client", "difference (ms)"}}
 	for _, s := range res.Steps {
-		rows = append(rows, []string{s.Step, num(s.Lib), num(s.Base), fmt.Sprintf("%+.2f", s.Lib-s.Base)})
+		rows = append(rows, []string{"lifecycle: " + s.Step, num(s.Lib), num(s.Base), fmt.Sprintf("%+.2f", s.Lib-s.Base)})
+	}
+	for _, s := range res.ExecSteps {
+		rows = append(rows, []string{"exec: " + s.Step, num(s.Lib), num(s.Base), fmt.Sprintf("%+.2f", s.Lib-s.Base)})
 	}
 	return markdownTable(rows)
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -26,7 +27,21 @@ func main() {
 	scale := flag.Float64("scale", 1, "multiplies the iteration counts (0.1 for a quick smoke run)")
 	phases := flag.String("phases", "", "comma-separated phases to run (default all: "+strings.Join(benchrun.AllPhases, ",")+")")
 	doc := flag.String("doc", "docs/benchmarks.md", `Markdown file to write each daemon's table into ("" to skip)`)
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the benchmark process to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "lcdbench: %v\n", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "lcdbench: %v\n", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	// The library logs its reconnects during the recovery phase as
 	// warnings; they would only interleave with the progress lines.
 	_ = log.SetLevel("error")
@@ -56,6 +71,7 @@ func main() {
 		}
 	}
 	if failed {
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
