@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	apitypes "github.com/containerd/containerd/api/types"
@@ -466,31 +465,6 @@ func readDirNames(dir string, n int) ([]string, error) {
 		err = nil
 	}
 	return names, err
-}
-
-// fsError gives a local file system error an errdefs class.
-func fsError(err error) error {
-	var cls error
-	switch {
-	case err == nil:
-		return nil
-	case isClassified(err):
-		return err
-	case errors.Is(err, fs.ErrNotExist):
-		cls = errdefs.ErrNotFound
-	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
-		cls = errdefs.ErrPermissionDenied
-	case errors.Is(err, fs.ErrExist), errors.Is(err, syscall.ENOTEMPTY):
-		cls = errdefs.ErrAlreadyExists
-	case errors.Is(err, syscall.ENOTDIR):
-		cls = errdefs.ErrInvalidArgument
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		cls = errdefs.ErrResourceExhausted
-	default:
-		return err
-	}
-	// wrapError adds Conflict to AlreadyExists, as for containerd's errors.
-	return wrapError(fmt.Errorf("%w: %w", cls, err))
 }
 
 // contextError makes err, which may be how a stream reported its

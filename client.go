@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -183,8 +184,14 @@ func (c *Client) NewContainer(ctx context.Context, id string, spec *specs.Spec, 
 		return nil, err
 	}
 	if runtimeOptions != nil {
-		if _, err := typeurl.MarshalAny(runtimeOptions); err != nil {
+		ro, err := typeurl.MarshalAny(runtimeOptions)
+		if err != nil {
 			return nil, fmt.Errorf("container %s: runtime options of type %T: %w: %w", id, runtimeOptions, errdefs.ErrInvalidArgument, err)
+		}
+		// The runc shim asserts the type of its options and crashes on
+		// any other, which containerd reports as Unavailable.
+		if isRuncShim(shim) && !typeurl.Is(ro, &runcoptions.Options{}) {
+			return nil, fmt.Errorf("container %s: runtime options of type %T are not runc options: %w", id, runtimeOptions, errdefs.ErrInvalidArgument)
 		}
 	}
 	var bundle bundleRecord
@@ -324,6 +331,12 @@ func (c *Client) reserve(ctrID, id string) (release func(), _ error) {
 		delete(c.inflight, key)
 		c.inflightMu.Unlock()
 	}, nil
+}
+
+// isRuncShim reports whether shim names containerd's runc shim, whose
+// options are runcoptions.Options.
+func isRuncShim(shim string) bool {
+	return strings.HasPrefix(shim, "io.containerd.runc.")
 }
 
 func validateSpec(spec *specs.Spec) error {

@@ -55,35 +55,43 @@ func withBundle(bundleDir string, ociSpec *specs.Spec, rec *bundleRecord) contai
 
 // makeBundle creates the bundle directory and returns its path and whether
 // it was created here (an existing directory is reused, for a container
-// whose previous incarnation left it behind). A symlink where the bundle
-// goes is refused: FIFOs must not be created outside the state directory.
+// whose previous incarnation left it behind, once it is made private). A
+// symlink where the bundle goes is refused: FIFOs must not be created
+// outside the state directory. Filesystem errors are classified: a state
+// directory that is not one is InvalidArgument, a read-only one
+// PermissionDenied.
 func makeBundle(bundleDir string, ociSpec *specs.Spec) (path string, created bool, _ error) {
 	uid, gid := remappedRoot(ociSpec)
 	path = bundleDir
 	if uid != 0 || gid != 0 {
 		var err error
 		if path, err = remappedBundlePath(bundleDir, uid, gid); err != nil {
-			return "", false, fmt.Errorf("bundle %s: %w", bundleDir, err)
+			return "", false, fmt.Errorf("bundle %s: %w", bundleDir, fsError(err))
 		}
 	} else if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return "", false, fmt.Errorf("bundle %s: %w", bundleDir, err)
+		return "", false, fmt.Errorf("bundle %s: %w", bundleDir, fsError(err))
 	}
 	switch err := os.Mkdir(path, 0o700); {
 	case err == nil:
 		created = true
 	case !errors.Is(err, os.ErrExist):
-		return "", false, fmt.Errorf("bundle %s: %w", path, err)
+		return "", false, fmt.Errorf("bundle %s: %w", path, fsError(err))
 	}
 	fi, err := os.Lstat(path)
 	if err != nil {
-		return path, created, fmt.Errorf("bundle %s: %w", path, err)
+		return path, created, fmt.Errorf("bundle %s: %w", path, fsError(err))
 	}
 	if !fi.IsDir() {
 		return path, created, fmt.Errorf("bundle %s is not a directory (%s): %w", path, fi.Mode().Type(), errdefs.ErrInvalidArgument)
 	}
-	if created {
-		if err := os.Chown(path, uid, gid); err != nil {
-			return path, created, fmt.Errorf("bundle %s: %w", path, err)
+	// A directory left behind may be anyone's, with any mode (moby makes
+	// bundles 0755): the FIFOs go in it only once it is private.
+	if err := os.Lchown(path, uid, gid); err != nil {
+		return path, created, fmt.Errorf("bundle %s: %w", path, fsError(err))
+	}
+	if !created {
+		if err := os.Chmod(path, 0o700); err != nil {
+			return path, created, fmt.Errorf("bundle %s: %w", path, fsError(err))
 		}
 	}
 	return path, created, nil
@@ -92,7 +100,8 @@ func makeBundle(bundleDir string, ociSpec *specs.Spec) (path string, created boo
 // remappedBundlePath walks bundleDir's parents from the root and swaps each
 // component the remapped root cannot search (missing, or without the
 // other-execute bit) for "<component>.<uid>.<gid>", created 0700 and owned
-// by uid:gid. It returns the path the bundle itself goes to.
+// by uid:gid; one that is not a directory is InvalidArgument. It returns
+// the path the bundle itself goes to.
 func remappedBundlePath(bundleDir string, uid, gid int) (string, error) {
 	parent := string(filepath.Separator)
 	components := strings.Split(strings.Trim(filepath.Clean(bundleDir), string(filepath.Separator)), string(filepath.Separator))
@@ -110,7 +119,14 @@ func remappedBundlePath(bundleDir string, uid, gid int) (string, error) {
 		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return "", err
 		}
-		if err := os.Chown(p, uid, gid); err != nil {
+		// Neither the chown nor the bundle may follow a symlink planted
+		// there out of the state directory's parent.
+		if fi, err := os.Lstat(p); err != nil {
+			return "", err
+		} else if !fi.IsDir() {
+			return "", fmt.Errorf("%s is not a directory (%s): %w", p, fi.Mode().Type(), errdefs.ErrInvalidArgument)
+		}
+		if err := os.Lchown(p, uid, gid); err != nil {
 			return "", err
 		}
 		parent = p

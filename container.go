@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -128,7 +129,8 @@ func (c *container) Task(ctx context.Context) (types.Task, error) {
 }
 
 // AttachTask opens the running task's FIFOs again for a new reader, the
-// case of an engine that restarted while its containers kept running.
+// case of an engine that restarted while its containers kept running. A
+// failed attach leaves the FIFOs to the task, for the next AttachTask.
 func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallback) (types.Task, error) {
 	ctx = c.client.withNamespace(ctx)
 	id := c.c8dCtr.ID()
@@ -138,10 +140,21 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 	procC := make(chan containerd.Process, 1)
 	var tio *taskIO
 	t, err := c.c8dCtr.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
-		rio, err := c.client.processIO(ctx, fifos, procC, attachStdio)
+		// containerd's set removes the FIFOs (and the bundle, if that
+		// empties it) on Close, which the IO does on error too: only an
+		// attached IO may remove them, when the task is deleted.
+		var attached atomic.Bool
+		own := cio.NewFIFOSet(fifos.Config, func() error {
+			if !attached.Load() {
+				return nil
+			}
+			return fifos.Close()
+		})
+		rio, err := c.client.processIO(ctx, own, procC, attachStdio)
 		if err != nil {
 			return nil, err
 		}
+		attached.Store(true)
 		tio = &taskIO{IO: rio}
 		return tio, nil
 	})
@@ -255,6 +268,14 @@ func (c *container) taskRuncOptions(md containers.Container, spec *specs.Spec) (
 	// containerd with a nil *anypb.Any in a non-nil interface: its type URL
 	// is empty.
 	if base == nil && md.Runtime.Options != nil && md.Runtime.Options.GetTypeUrl() != "" {
+		if !typeurl.Is(md.Runtime.Options, &runcoptions.Options{}) {
+			// Another client made the container: the runc shim would
+			// crash on these options; other shims get them unchanged.
+			if isRuncShim(md.Runtime.Name) {
+				return nil, fmt.Errorf("container %s: runtime options %s are not runc options: %w", md.ID, md.Runtime.Options.GetTypeUrl(), errdefs.ErrFailedPrecondition)
+			}
+			return nil, nil
+		}
 		v, err := typeurl.UnmarshalAny(md.Runtime.Options)
 		if err != nil {
 			return nil, fmt.Errorf("container %s: decode runtime options: %w", md.ID, errdefs.ErrFailedPrecondition)

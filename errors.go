@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/errdefs"
@@ -75,6 +77,11 @@ var messageClasses = []struct {
 	{"transport is closing", errdefs.ErrUnavailable},  // gRPC/ttrpc connection lost
 	{"connection refused", errdefs.ErrUnavailable},    // daemon socket gone
 	{"ttrpc: closed", errdefs.ErrUnavailable},         // shim connection closed
+	// An unknown or missing shim, found by containerd at task create.
+	{"binary not installed", errdefs.ErrFailedPrecondition},
+	{"invalid runtime name", errdefs.ErrFailedPrecondition},
+	{"invalid custom binary path", errdefs.ErrFailedPrecondition},
+	{"failed to resolve runtime path", errdefs.ErrFailedPrecondition},
 	{"error reading from server: EOF", errdefs.ErrUnavailable},
 }
 
@@ -95,4 +102,29 @@ func validateID(kind, id string) error {
 		return fmt.Errorf("invalid %s id: %w", kind, err)
 	}
 	return nil
+}
+
+// fsError gives a local file system error an errdefs class.
+func fsError(err error) error {
+	var cls error
+	switch {
+	case err == nil:
+		return nil
+	case isClassified(err):
+		return err
+	case errors.Is(err, fs.ErrNotExist):
+		cls = errdefs.ErrNotFound
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		cls = errdefs.ErrPermissionDenied
+	case errors.Is(err, fs.ErrExist), errors.Is(err, syscall.ENOTEMPTY):
+		cls = errdefs.ErrAlreadyExists
+	case errors.Is(err, syscall.ENOTDIR):
+		cls = errdefs.ErrInvalidArgument
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		cls = errdefs.ErrResourceExhausted
+	default:
+		return err
+	}
+	// wrapError adds Conflict to AlreadyExists, as for containerd's errors.
+	return wrapError(fmt.Errorf("%w: %w", cls, err))
 }

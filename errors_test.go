@@ -27,6 +27,7 @@ func TestWrapError(t *testing.T) {
 		{"runc text", errors.New("runc: container does not exist"), errdefs.IsNotFound},
 		{"unknown status with not found text", status.Error(codes.Unknown, "process does not exist abc"), errdefs.IsNotFound},
 		{"transport closing", errors.New("ttrpc: transport is closing"), errdefs.IsUnavailable},
+		{"unknown shim", errors.New(`failed to create shim task: runtime "io.containerd.nope.v1" binary not installed "containerd-shim-nope-v1": file does not exist`), errdefs.IsFailedPrecondition},
 		{"socket refused", errors.New("dial unix /x.sock: connect: connection refused"), errdefs.IsUnavailable},
 		{"already classified kept", fmt.Errorf("ctx: %w", errdefs.ErrNotImplemented), errdefs.IsNotImplemented},
 		{"context canceled kept", fmt.Errorf("op: %w", context.Canceled), func(err error) bool { return errors.Is(err, context.Canceled) }},

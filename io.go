@@ -48,7 +48,8 @@ func fifoPaths(bundleDir, processID string, withStdin, withTerminal bool) cio.Co
 // crash, an engine restart) are replaced: callers have checked with
 // containerd that no such process exists and hold the client's reservation
 // for the ID. Anything but a FIFO or a symlink at a FIFO path, or a bundle
-// directory that is a symlink, is an error and nothing is created.
+// directory that is a symlink, is an error: the FIFOs made so far are
+// removed and what was in the way is left alone.
 func newFIFOSet(logger *log.Entry, cfg cio.Config) (_ *cio.FIFOSet, retErr error) {
 	var paths []string
 	for _, p := range []string{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
@@ -56,9 +57,9 @@ func newFIFOSet(logger *log.Entry, cfg cio.Config) (_ *cio.FIFOSet, retErr error
 			paths = append(paths, p)
 		}
 	}
-	remove := func() error {
+	remove := func(fifos []string) error {
 		var errs []error
-		for _, p := range paths {
+		for _, p := range fifos {
 			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
@@ -71,22 +72,24 @@ func newFIFOSet(logger *log.Entry, cfg cio.Config) (_ *cio.FIFOSet, retErr error
 	}
 	if len(paths) > 0 {
 		if fi, err := os.Lstat(filepath.Dir(paths[0])); err != nil {
-			return nil, fmt.Errorf("bundle of fifos: %w", wrapFSError(err))
+			return nil, fmt.Errorf("bundle of fifos: %w", fsError(err))
 		} else if !fi.IsDir() {
 			return nil, fmt.Errorf("bundle %s is not a directory: %w", filepath.Dir(paths[0]), errdefs.ErrFailedPrecondition)
 		}
 	}
+	var made []string
 	defer func() {
 		if retErr != nil {
-			_ = remove()
+			_ = remove(made)
 		}
 	}()
 	for _, p := range paths {
 		if err := mkfifoExclusive(p); err != nil {
 			return nil, err
 		}
+		made = append(made, p)
 	}
-	return cio.NewFIFOSet(cfg, remove), nil
+	return cio.NewFIFOSet(cfg, func() error { return remove(paths) }), nil
 }
 
 // mkfifoExclusive creates a FIFO at p readable and writable by root only.
@@ -107,10 +110,14 @@ func mkfifoExclusive(p string) error {
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("fifo %s created concurrently: %w", p, errdefs.ErrConflict)
 		}
-		return fmt.Errorf("create fifo %s: %w", p, wrapFSError(err))
+		return fmt.Errorf("create fifo %s: %w", p, fsError(err))
 	}
 	// Mkfifo applies the umask; make the mode exact.
-	return os.Chmod(p, 0o600)
+	if err := os.Chmod(p, 0o600); err != nil {
+		_ = os.Remove(p)
+		return fmt.Errorf("chmod fifo %s: %w", p, fsError(err))
+	}
+	return nil
 }
 
 func describeMode(m os.FileMode) string {
@@ -122,17 +129,6 @@ func describeMode(m os.FileMode) string {
 	default:
 		return m.Type().String()
 	}
-}
-
-// wrapFSError classifies filesystem errors for callers.
-func wrapFSError(err error) error {
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%w: %w", errdefs.ErrNotFound, err)
-	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("%w: %w", errdefs.ErrPermissionDenied, err)
-	}
-	return err
 }
 
 // processIO opens fifos as a DirectIO, hands it to attachStdio and returns

@@ -182,40 +182,46 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 }
 
 // parallelPhase runs lifecycles 8 at a time and reports lifecycles per
-// second, alternating library and raw rounds (ABBA).
+// second over all rounds of each side, alternating library and raw rounds
+// (ABBA).
 func (e *env) parallelPhase(ctx context.Context) error {
 	const workers = 8
-	perRound := e.n(64, 16)
-	rounds := e.n(3, 1)
-	if _, err := e.parallel(ctx, true, workers, workers); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
+	perRound := e.n(48, 16)
+	rounds := e.n(5, 1)
+	for _, isLib := range []bool{true, false} {
+		if _, err := e.parallel(ctx, isLib, workers, workers); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
 	}
-	if _, err := e.parallel(ctx, false, workers, workers); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
-	}
-	var lib, raw []float64
+	var lib, raw time.Duration
 	for i := range rounds {
+		var round [2]time.Duration
 		for _, isLib := range []bool{abba(i), !abba(i)} {
-			rate, err := e.parallel(ctx, isLib, workers, perRound)
+			d, err := e.parallel(ctx, isLib, workers, perRound)
 			if err != nil {
 				return err
 			}
 			if isLib {
-				lib = append(lib, rate)
+				lib += d
+				round[0] = d
 			} else {
-				raw = append(raw, rate)
+				raw += d
+				round[1] = d
 			}
 		}
-		e.progress("   round %d/%d: library %.1f/s, raw %.1f/s", i+1, rounds, lib[len(lib)-1], raw[len(raw)-1])
+		e.progress("   round %d/%d: library %.1f/s, raw %.1f/s", i+1, rounds,
+			float64(perRound)/round[0].Seconds(), float64(perRound)/round[1].Seconds())
 	}
-	e.add(Row{Metric: fmt.Sprintf("%d-way parallel lifecycles", workers), Unit: "per s", Lib: median(lib), Base: median(raw), BaseName: "raw client"})
-	e.note("Parallel: %d workers share %d lifecycles per round, %d rounds each side (ABBA); median of the rounds.", workers, perRound, rounds)
+	total := float64(perRound * rounds)
+	e.add(Row{Metric: fmt.Sprintf("%d-way parallel lifecycles", workers), Unit: "per s",
+		Lib: total / lib.Seconds(), Base: total / raw.Seconds(), BaseName: "raw client"})
+	e.note("Parallel: %d workers share %d lifecycles per round, %d rounds each side (ABBA); lifecycles over the time of all rounds.", workers, perRound, rounds)
 	return nil
 }
 
-// parallel runs n lifecycles on workers goroutines and returns lifecycles
-// per second.
-func (e *env) parallel(ctx context.Context, isLib bool, workers, n int) (float64, error) {
+// parallel runs n lifecycles on workers goroutines and returns the time
+// they took.
+func (e *env) parallel(ctx context.Context, isLib bool, workers, n int) (time.Duration, error) {
 	var (
 		next  atomic.Int64
 		wg    sync.WaitGroup
@@ -241,5 +247,5 @@ func (e *env) parallel(ctx context.Context, isLib bool, workers, n int) (float64
 	if first != nil {
 		return 0, first
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return time.Since(start), nil
 }

@@ -26,7 +26,7 @@ type Result struct {
 	// down per step (p50 in ms).
 	Steps     []StepRow
 	ExecSteps []StepRow
-	Notes []string
+	Notes     []string
 }
 
 // Machine describes where the run happened.
