@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ctrkit/libcontainerd/internal/chainqueue"
 	"github.com/ctrkit/libcontainerd/queue"
 )
 
@@ -14,44 +15,13 @@ type appender interface {
 	Append(id string, f func())
 }
 
-// chainQueue is the baseline: the goroutine-per-callback design of the
-// original libcontainerd queue. Every Append starts a goroutine that waits
-// for the previous callback of the same id to signal completion, runs f,
-// and then signals its own completion.
-type chainQueue struct {
-	mu   sync.Mutex
-	tail map[string]chan struct{} // completion of the last callback per id
-}
-
-func (c *chainQueue) Append(id string, f func()) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.tail == nil {
-		c.tail = make(map[string]chan struct{})
-	}
-	prev := c.tail[id] // nil, and so skipped below, if id is idle
-	done := make(chan struct{})
-	c.tail[id] = done
-	go func() {
-		if prev != nil {
-			<-prev
-		}
-		f()
-		close(done)
-		c.mu.Lock()
-		if c.tail[id] == done {
-			delete(c.tail, id)
-		}
-		c.mu.Unlock()
-	}()
-}
-
 var implementations = []struct {
 	name string
 	new  func() appender
 }{
 	{"queue", func() appender { return new(queue.Queue) }},
-	{"goroutine-chain", func() appender { return new(chainQueue) }},
+	// The baseline: moby's goroutine-per-callback design.
+	{"goroutine-chain", func() appender { return new(chainqueue.Queue) }},
 }
 
 func keyNames(n int) []string {
