@@ -38,6 +38,8 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+
+	"github.com/ctrkit/libcontainerd/internal/leftover"
 )
 
 // Environment variables read by the harness.
@@ -356,10 +358,6 @@ func (d *Daemon) Stop() error {
 	return os.RemoveAll(d.Dir)
 }
 
-// runcRoot is where runc keeps container state for the runc shim by
-// default: shared by every containerd on the host, per namespace.
-const runcRoot = "/run/containerd/runc"
-
 // deleteRuncState force-deletes, with runc, the containers of the tasks the
 // daemon still has on disk, so that a test that failed halfway leaves no
 // processes, cgroups or runc state behind.
@@ -367,33 +365,15 @@ func (d *Daemon) deleteRuncState() {
 	taskDirs, _ := filepath.Glob(filepath.Join(d.State, "io.containerd.runtime.v2.task", "*", "*"))
 	for _, dir := range taskDirs {
 		ns, id := filepath.Base(filepath.Dir(dir)), filepath.Base(dir)
-		_ = exec.Command(runcBinary(), "--root", filepath.Join(runcRoot, ns), "delete", "--force", id).Run()
-		_ = os.Remove(filepath.Join(runcRoot, ns))
+		_ = exec.Command(runcBinary(), "--root", filepath.Join(leftover.RuncRoot, ns), "delete", "--force", id).Run()
+		_ = leftover.RemoveNamespace(ns)
 	}
 }
 
-// killShims kills shim processes started by the daemon at address: their
-// command line names the daemon's socket.
+// killShims kills the shim processes serving the daemon at address.
 func killShims(address string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
-			continue
-		}
-		for _, a := range args {
-			if a == address || a == "unix://"+address {
-				var pid int
-				if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-				break
-			}
-		}
+	for _, pid := range leftover.Shims(address) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctrkit/libcontainerd/internal/leftover"
 )
 
 // BusyboxPath is where Debian's busybox-static installs its binary.
@@ -194,6 +196,11 @@ func (d *Daemon) cleanNamespace(t testing.TB, ns string) {
 		}
 	}
 	if err := cli.NamespaceService().Delete(ctx, ns); err != nil && !errdefs.IsNotFound(err) {
+		t.Logf("clean namespace %s: %v", ns, err)
+	}
+	// runc's state root and the namespace's parent cgroups outlive its
+	// containers.
+	if err := leftover.RemoveNamespace(ns); err != nil {
 		t.Logf("clean namespace %s: %v", ns, err)
 	}
 }
