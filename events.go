@@ -32,7 +32,7 @@ const taskTopics = "topic~=|^/tasks/|"
 
 // Metrics is a snapshot of the client's event counters.
 type Metrics struct {
-	Received     uint64 // task events read from containerd
+	Received     uint64 // task events read from containerd, TaskDelete (never delivered) included
 	Delivered    uint64 // ProcessEvent calls that succeeded
 	Deduplicated uint64 // events not delivered: repeated exits, starts after an exit
 	Synthesized  uint64 // exits made up by reconciliation after a reconnect

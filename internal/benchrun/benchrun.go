@@ -81,21 +81,22 @@ type Config struct {
 // library and the baseline work in namespaces of their own, so that neither
 // sees the other's events.
 type env struct {
-	cfg     Config
-	d       *testutil.Daemon
-	cli     *containerd.Client
-	lib     *libcontainerd.Client
-	be      *backend
-	rootfs  string
-	work    string // temporary directory: the library's state dir, the raw FIFOs
-	libNS   string
-	rawNS   string
-	libCtx  context.Context
-	rawCtx  context.Context
-	rawIO   cio.Creator
-	seq     atomic.Int64
-	res     *Result
-	started time.Time
+	cfg      Config
+	d        *testutil.Daemon
+	cli      *containerd.Client
+	lib      *libcontainerd.Client
+	be       *backend
+	rootfs   string
+	work     string // temporary directory: the library's state dir, the raw FIFOs
+	libNS    string
+	rawNS    string
+	libCtx   context.Context
+	rawCtx   context.Context
+	rawIO    cio.Creator // FIFOs in rawFIFOs, copied into a sink
+	rawFIFOs string
+	seq      atomic.Int64
+	res      *Result
+	started  time.Time
 }
 
 // Run starts a private containerd of cfg.Flavor, runs the phases and stops
@@ -192,7 +193,8 @@ func (e *env) setup(ctx context.Context) error {
 	if e.lib, err = libcontainerd.New(ctx, e.cli, stateDir, e.libNS, e.be); err != nil {
 		return err
 	}
-	e.rawIO = cio.NewCreator(cio.WithStreams(nil, sink{}, sink{}), cio.WithFIFODir(filepath.Join(e.work, "raw")))
+	e.rawFIFOs = filepath.Join(e.work, "raw")
+	e.rawIO = cio.NewCreator(cio.WithStreams(nil, sink{}, sink{}), cio.WithFIFODir(e.rawFIFOs))
 	e.progress("containerd %s at %s; namespaces %s (library) and %s (raw)", v.Version, e.d.Address, e.libNS, e.rawNS)
 	return nil
 }

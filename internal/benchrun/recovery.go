@@ -21,9 +21,10 @@ const recoveryContainers = 20
 
 // outcome is what one recovery round saw.
 type outcome struct {
-	took      time.Duration // from containerd serving again to the last exit known
-	withError int           // exits delivered with EventInfo.Error set (status unknown)
-	codes     map[uint32]int
+	took         time.Duration // from containerd serving again to the last exit known
+	sinceRestart time.Duration // from containerd's start to the last exit known
+	withError    int           // exits delivered with EventInfo.Error set (status unknown)
+	codes        map[uint32]int
 }
 
 // recoveryPhase kills containerd, lets recoveryContainers containers exit
@@ -34,7 +35,7 @@ type outcome struct {
 // or gone. Rounds alternate (ABBA).
 func (e *env) recoveryPhase(ctx context.Context) error {
 	rounds := e.n(3, 1)
-	var lib, raw []float64
+	var lib, raw, libRestart, rawRestart []float64
 	var libOut []outcome
 	for i := range rounds {
 		for _, isLib := range []bool{abba(i), !abba(i)} {
@@ -50,15 +51,19 @@ func (e *env) recoveryPhase(ctx context.Context) error {
 			}
 			if isLib {
 				lib = append(lib, ms(o.took))
+				libRestart = append(libRestart, ms(o.sinceRestart))
 				libOut = append(libOut, o)
 			} else {
 				raw = append(raw, ms(o.took))
+				rawRestart = append(rawRestart, ms(o.sinceRestart))
 			}
 		}
 		e.progress("   round %d/%d: library %.0f ms, raw %.0f ms", i+1, rounds, lib[len(lib)-1], raw[len(raw)-1])
 	}
-	e.add(Row{Metric: fmt.Sprintf("missed exits after restart (%d containers), worst round", recoveryContainers), Unit: "ms",
+	e.add(Row{Metric: fmt.Sprintf("%d missed exits: containerd serving → last delivered, worst round", recoveryContainers), Unit: "ms",
 		Lib: slicesMax(lib), Base: slicesMax(raw), BaseName: "raw status poll", Target: Target{AtMost, 2000}})
+	e.add(Row{Metric: fmt.Sprintf("%d missed exits: containerd started → last delivered, worst round", recoveryContainers), Unit: "ms",
+		Lib: slicesMax(libRestart), Base: slicesMax(rawRestart), BaseName: "raw status poll"})
 	withError, codes := 0, map[uint32]int{}
 	for _, o := range libOut {
 		withError += o.withError
@@ -69,7 +74,8 @@ func (e *env) recoveryPhase(ctx context.Context) error {
 	e.note("Recovery: %d rounds each (ABBA); per round %d sleeping containers are SIGKILLed while containerd is down (SIGKILL to the daemon); "+
 		"time from containerd serving again (its health check answers) to the last missed exit at the Backend; "+
 		"baseline = a raw client that polls every task's status on its existing connection every 10 ms, from before the crash on, until each is stopped or gone. "+
-		"Rounds: library %v ms, raw %v ms (0: all delivered before the harness's own health check saw containerd serving). Exit codes the library delivered: %v; %d of %d with EventInfo.Error set (exit status lost by containerd).",
+		"Rounds from serving: library %v ms, raw %v ms (0: all delivered before the harness's health check, polled every 20 ms with a new connection, saw containerd serving; "+
+		"the second row, from the start of the containerd process, has no such blind spot but includes containerd's own start-up). Exit codes the library delivered: %v; %d of %d with EventInfo.Error set (exit status lost by containerd).",
 		rounds, recoveryContainers, roundMs(lib), roundMs(raw), codes, withError, rounds*recoveryContainers)
 	return nil
 }
@@ -82,26 +88,33 @@ func roundMs(xs []float64) []int {
 	return out
 }
 
+// clocks are the moments of a restart.
+type clocks struct {
+	restart time.Time // containerd is started again
+	serving time.Time // its health check answers (polled every 20 ms)
+}
+
 // crash kills containerd, SIGKILLs pids while it is down, starts it again
 // and returns when it serves.
-func (e *env) crash(pids []uint32) (serving time.Time, _ error) {
+func (e *env) crash(pids []uint32) (clocks, error) {
 	if err := e.d.Kill(); err != nil {
-		return time.Time{}, err
+		return clocks{}, err
 	}
 	for _, pid := range pids {
 		if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
-			return time.Time{}, fmt.Errorf("kill %d: %w", pid, err)
+			return clocks{}, fmt.Errorf("kill %d: %w", pid, err)
 		}
 	}
 	for _, pid := range pids {
 		if err := waitGone(pid); err != nil {
-			return time.Time{}, err
+			return clocks{}, err
 		}
 	}
+	restart := time.Now()
 	if err := e.d.Start(); err != nil {
-		return time.Time{}, err
+		return clocks{}, err
 	}
-	return time.Now(), nil
+	return clocks{restart: restart, serving: time.Now()}, nil
 }
 
 func (e *env) libRecovery(ctx context.Context) (outcome, error) {
@@ -144,7 +157,7 @@ func (e *env) libRecovery(ctx context.Context) (outcome, error) {
 		}
 		pids = append(pids, s.task.Pid())
 	}
-	serving, err := e.crash(pids)
+	c, err := e.crash(pids)
 	if err != nil {
 		return o, err
 	}
@@ -162,7 +175,7 @@ func (e *env) libRecovery(ctx context.Context) (outcome, error) {
 		}
 		o.codes[ex.info.ExitCode]++
 	}
-	o.took = max(0, last.Sub(serving))
+	o.took, o.sinceRestart = max(0, last.Sub(c.serving)), last.Sub(c.restart)
 	return o, nil
 }
 
@@ -218,7 +231,7 @@ func (e *env) rawRecovery(ctx context.Context) (outcome, error) {
 	defer cancel()
 	polled := make(chan pollResult, 1)
 	go func() { polled <- pollStopped(pollCtx, rctx, tasks) }()
-	serving, err := e.crash(pids)
+	c, err := e.crash(pids)
 	if err != nil {
 		return o, err
 	}
@@ -232,7 +245,7 @@ func (e *env) rawRecovery(ctx context.Context) (outcome, error) {
 		return o, r.err
 	}
 	o.codes, o.withError = r.codes, r.gone
-	o.took = max(0, r.at.Sub(serving))
+	o.took, o.sinceRestart = max(0, r.at.Sub(c.serving)), r.at.Sub(c.restart)
 	return o, nil
 }
 

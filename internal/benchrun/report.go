@@ -104,12 +104,12 @@ func (r Row) Verdict() string {
 		if r.Ratio() >= r.Target.Value {
 			return "ok"
 		}
-		return fmt.Sprintf("MISS: %.2fx", r.Ratio())
+		return fmt.Sprintf("MISS: ratio %.3f", r.Ratio())
 	case AtMost:
 		if r.Lib <= r.Target.Value {
 			return "ok"
 		}
-		return fmt.Sprintf("MISS: %.1fx the bound", r.Lib/r.Target.Value)
+		return fmt.Sprintf("MISS: %+.0f %% over", (r.Lib/r.Target.Value-1)*100)
 	}
 	return ""
 }

@@ -3,6 +3,7 @@ package benchrun
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,7 +110,7 @@ func (e *env) rawStdout(size int64) (time.Duration, error) {
 		return 0, err
 	}
 	cnt := newCounter(size)
-	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, cnt, sink{}), cio.WithFIFODir(e.work+"/raw")))
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, cnt, sink{}), cio.WithFIFODir(e.rawFIFOs)))
 	if err != nil {
 		return 0, err
 	}
@@ -131,8 +132,15 @@ func (e *env) rawStdout(size int64) (time.Duration, error) {
 	return d, ctr.Delete(ctx)
 }
 
-// stdoutPhase measures stdout throughput through the FIFOs, alternating
-// library and raw runs (ABBA).
+// orders are the six orders of the three arms; round i uses orders[i%6],
+// so that over six rounds each arm runs first, second and third equally
+// often.
+var orders = [6][arms]int{{0, 1, 2}, {2, 1, 0}, {1, 0, 2}, {2, 0, 1}, {0, 2, 1}, {1, 2, 0}}
+
+// stdoutPhase measures stdout throughput through the FIFOs. Besides the
+// library and the raw client it runs the raw client a second time as an
+// A/A control: how far two identical arms drift apart here is the noise
+// the library-vs-raw ratio has to be read against.
 func (e *env) stdoutPhase(ctx context.Context) error {
 	// Three processes share the 2 CPUs here (the producer, the shim's
 	// copy loop, the reader), so a run's speed depends on where the
@@ -141,38 +149,37 @@ func (e *env) stdoutPhase(ctx context.Context) error {
 	if e.cfg.Scale < 1 {
 		size = 64 << 20
 	}
-	if _, err := e.libStdout(ctx, size/8); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
+	run := [arms]func(int64) (time.Duration, error){
+		armLib:      func(n int64) (time.Duration, error) { return e.libStdout(ctx, n) },
+		armRaw:      e.rawStdout,
+		armRawAgain: e.rawStdout,
 	}
-	if _, err := e.rawStdout(size / 8); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
+	for _, arm := range run[:armRawAgain] {
+		if _, err := arm(size / 8); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
 	}
-	rounds := e.n(12, 2)
-	var lib, raw []float64
+	rounds := e.n(36, 2)
 	mibs := float64(size) / (1 << 20)
+	var rates [arms][]float64
 	for i := range rounds {
-		for _, isLib := range []bool{abba(i), !abba(i)} {
-			var d time.Duration
-			var err error
-			if isLib {
-				d, err = e.libStdout(ctx, size)
-			} else {
-				d, err = e.rawStdout(size)
-			}
+		for _, a := range orders[i%len(orders)] {
+			d, err := run[a](size)
 			if err != nil {
 				return err
 			}
-			if isLib {
-				lib = append(lib, mibs/d.Seconds())
-			} else {
-				raw = append(raw, mibs/d.Seconds())
-			}
+			rates[a] = append(rates[a], mibs/d.Seconds())
 		}
-		e.progress("   round %d/%d: library %.0f MiB/s, raw %.0f MiB/s", i+1, rounds, lib[len(lib)-1], raw[len(raw)-1])
+		e.progress("   round %d/%d: library %.0f MiB/s, raw %.0f MiB/s, raw again %.0f MiB/s", i+1, rounds,
+			rates[armLib][i], rates[armRaw][i], rates[armRawAgain][i])
 	}
-	e.add(Row{Metric: fmt.Sprintf("stdout through FIFOs, %d MiB", size>>20), Unit: "MiB/s", Lib: median(lib), Base: median(raw), BaseName: "raw client",
+	e.add(Row{Metric: fmt.Sprintf("stdout through FIFOs, %d MiB", size>>20), Unit: "MiB/s",
+		Lib: median(rates[armLib]), Base: median(slices.Concat(rates[armRaw], rates[armRawAgain])), BaseName: "raw client",
 		Target: Target{RatioAtLeast, 0.95}})
+	e.add(Row{Metric: "stdout A/A control: raw arm 2 vs arm 1", Unit: "MiB/s",
+		Lib: median(rates[armRawAgain]), Base: median(rates[armRaw]), BaseName: "raw arm 1"})
 	e.note("Stdout: a container runs `dd if=/dev/zero bs=65536 count=%d`; time from the first to the last byte read from the stdout FIFO, both sides copying with "+
-		"io.CopyBuffer and 32 KiB buffers (as cio does) into a counting writer; median of %d runs each (ABBA).", size/65536, rounds)
+		"io.CopyBuffer and 32 KiB buffers (as cio does) into a counting writer; median of %d runs each, the three arms (library, raw, raw again) "+
+		"rotating through all six orders; the baseline pools both raw arms. The A/A row puts raw arm 2 in the library's column against arm 1: its distance from 1 is run-to-run noise.", size/65536, rounds)
 	return nil
 }
