@@ -30,6 +30,24 @@ func exitsOf(evs []event, id string) []event {
 	return out
 }
 
+// exitsOfPid returns the exit events of the init process pid of container
+// id.
+func exitsOfPid(evs []event, id string, pid uint32) []event {
+	var out []event
+	for _, e := range exitsOf(evs, id) {
+		if e.Info.ProcessID == id && e.Info.Pid == pid {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// incarnation is a started task: its pid and the exit code it will have.
+type incarnation struct {
+	pid  uint32
+	code int
+}
+
 // exited reports whether process pid has exited: it is gone or a zombie
 // its parent (the shim) has not reaped yet.
 func exited(pid uint32) bool {
@@ -201,8 +219,11 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 	)
 
 	var (
-		mu      sync.Mutex
-		started = map[string]int{} // container -> exit code expected
+		mu sync.Mutex
+		// container -> the started incarnation and its expected exit code;
+		// an incarnation created by a create that a restart interrupted may
+		// exit too (containerd reports the kill of a created task).
+		started = map[string]incarnation{}
 		done    = make(chan struct{})
 	)
 	progress := make(chan struct{}, totalStarts)
@@ -255,9 +276,9 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 		progress <- struct{}{}
 		if err == nil {
 			mu.Lock()
-			started[id] = code
+			started[id] = incarnation{pid: task.Pid(), code: code}
 			mu.Unlock()
-			if !tc.backend.waitFor(waitTimeout, func(evs []event) bool { return len(exitsOf(evs, id)) > 0 }) {
+			if !tc.backend.waitFor(waitTimeout, func(evs []event) bool { return len(exitsOfPid(evs, id, task.Pid())) > 0 }) {
 				return fmt.Errorf("no exit event for %s", id)
 			}
 		} else {
@@ -313,8 +334,8 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 	var missing []string
 	tc.backend.waitUntil(t, "an exit for every started container", func(evs []event) bool {
 		missing = missing[:0]
-		for id := range started {
-			if len(exitsOf(evs, id)) == 0 {
+		for id, inc := range started {
+			if len(exitsOfPid(evs, id, inc.pid)) == 0 {
 				missing = append(missing, id)
 			}
 		}
@@ -324,12 +345,12 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 		return len(missing) == 0
 	})
 	evs := tc.backend.all()
-	for id, code := range started {
-		exits := exitsOf(evs, id)
+	for id, inc := range started {
+		exits := exitsOfPid(evs, id, inc.pid)
 		if len(exits) != 1 {
-			t.Errorf("%s: %d exits, want 1: %v", id, len(exits), exits)
-		} else if exits[0].Info.ExitCode != uint32(code) && exits[0].Info.Error == nil {
-			t.Errorf("%s: exit code %d, want %d", id, exits[0].Info.ExitCode, code)
+			t.Errorf("%s: %d exits of pid %d, want 1: %v", id, len(exits), inc.pid, exitsOf(evs, id))
+		} else if exits[0].Info.ExitCode != uint32(inc.code) && exits[0].Info.Error == nil {
+			t.Errorf("%s: exit code %d, want %d", id, exits[0].Info.ExitCode, inc.code)
 		}
 	}
 	// Containers whose start raced a restart may have exited or not, but
