@@ -477,23 +477,6 @@ func TestBackendRetryExhausted(t *testing.T) {
 	}
 }
 
-// goroutinesSettle waits until the goroutine count is at most want.
-func goroutinesSettle(t testing.TB, want int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, want <= %d:\n%s", n, want, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond) // goroutines of closed gRPC streams end asynchronously
-	}
-}
-
 // TestCloseWithQueuedEvents closes a client whose Backend is blocked with
 // events queued behind it, and one whose containerd is down: Close returns
 // and every goroutine the client started is gone. Not parallel: it counts
@@ -575,7 +558,7 @@ func TestCloseWithQueuedEvents(t *testing.T) {
 			if err := ctr.Delete(ctx); err != nil {
 				t.Fatal(err)
 			}
-			goroutinesSettle(t, before)
+			settle(t, "goroutines", before, runtime.NumGoroutine)
 		})
 	}
 
@@ -606,6 +589,6 @@ func TestCloseWithQueuedEvents(t *testing.T) {
 		if err := c.CloseContext(closeCtx); err != nil {
 			t.Fatal(err)
 		}
-		goroutinesSettle(t, before)
+		settle(t, "goroutines", before, runtime.NumGoroutine)
 	})
 }
