@@ -138,16 +138,9 @@ func New(ctx context.Context, cli *containerd.Client, stateDir, ns string, b typ
 	}
 	c.sweepOrphans(ctx)
 	c.eventClient, c.closeEventClient = newEventClient(cli, ns)
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The loop ends with the caller's ctx, as with moby, or on Close.
+	loopCtx, cancel := context.WithCancel(ctx)
 	c.loopCancel = cancel
-	go func() {
-		// The loop also ends when the caller's ctx does, as with moby.
-		select {
-		case <-ctx.Done():
-			cancel()
-		case <-loopCtx.Done():
-		}
-	}()
 	go c.processEventStream(loopCtx)
 	return c, nil
 }
