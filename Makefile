@@ -7,8 +7,15 @@ TOOLS_DIR := $(CURDIR)/.tools/bin
 CONTAINERD_VERSION := v2.4.2
 # Debian packages: containerd 1.6 + runc (the second test daemon and the
 # runtime of both), busybox-static (the test rootfs), criu (real checkpoint
-# tests run when `criu check` passes).
-APT_PACKAGES := containerd runc busybox-static criu
+# tests run when `criu check` passes), iptables (CRIU locks a container's
+# network with iptables-restore while it dumps).
+APT_PACKAGES := containerd runc busybox-static criu iptables
+# Where `make tools` provisions Debian trixie's criu when the machine's own
+# fails `criu check` (see internal/tools/criu.sh). Its bin goes first in
+# the PATH of everything make runs, which the test harness, demo and bench
+# hand to containerd, whose runc looks `criu` up in it.
+CRIU_DIR := $(CURDIR)/.tools/criu
+export PATH := $(CRIU_DIR)/bin:$(PATH)
 TEST_FLAGS ?= -race -count=1 -timeout 25m
 LIBCONTAINERD_TEST_CONTAINERD ?= v2
 export LIBCONTAINERD_TOOLS_DIR := $(TOOLS_DIR)
@@ -20,7 +27,7 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION) ## install test dependencies: Debian packages if missing, containerd 2.4 (CONTAINERD_VERSION) into .tools/bin
+tools: $(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION) ## install test dependencies: Debian packages if missing, containerd 2.4 (CONTAINERD_VERSION) into .tools/bin, a working criu into .tools/criu
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -28,6 +35,7 @@ tools: $(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION) ## install test dependenci
 		echo "installing$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@internal/tools/criu.sh $(CRIU_DIR)
 
 $(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION):
 	mkdir -p $(TOOLS_DIR)
