@@ -129,7 +129,7 @@ func (c *Client) writeCheckpoint(ctx context.Context, dir string) (*apitypes.Des
 // adding the blob to the lease, so the lease gets a reference of its own
 // before the blob is trusted to stay.
 func (c *Client) writeCheckpointOnce(ctx context.Context, dir string) (_ *apitypes.Descriptor, retErr error) {
-	cs := c.client.ContentStore()
+	cs := c.c8dClient.ContentStore()
 	ref := checkpointRefPrefix + "-" + randomSuffix()
 	w, err := cs.Writer(ctx, content.WithRef(ref),
 		content.WithDescriptor(ocispec.Descriptor{MediaType: images.MediaTypeContainerd1Checkpoint}))
@@ -181,10 +181,10 @@ func (c *Client) writeCheckpointOnce(ctx context.Context, dir string) (_ *apityp
 func (c *Client) holdExisting(ctx context.Context, dgst digest.Digest, size int64) error {
 	lid, _ := leases.FromContext(ctx)
 	res := leases.Resource{ID: dgst.String(), Type: "content"}
-	if err := c.client.LeasesService().AddResource(ctx, leases.Lease{ID: lid}, res); err != nil {
+	if err := c.c8dClient.LeasesService().AddResource(ctx, leases.Lease{ID: lid}, res); err != nil {
 		return fmt.Errorf("hold existing checkpoint %s: %w", dgst, wrapError(err))
 	}
-	info, err := c.client.ContentStore().Info(ctx, dgst)
+	info, err := c.c8dClient.ContentStore().Info(ctx, dgst)
 	switch {
 	case errdefs.IsNotFound(err):
 		return fmt.Errorf("checkpoint %s: %w", dgst, errBlobCollected)
@@ -240,7 +240,7 @@ func (c *Client) downloadCheckpoint(ctx context.Context, t *task, dir string, ex
 		return fmt.Errorf("checkpoint task %s: %w", id, checkpointError(err))
 	}
 
-	cs := c.client.ContentStore()
+	cs := c.c8dClient.ContentStore()
 	layer, err := checkpointLayer(ctx, cs, img.Target())
 	if err != nil {
 		return fmt.Errorf("checkpoint task %s: %w", id, err)
@@ -341,7 +341,7 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 // and, by a synchronous garbage collection, that content. The lease expires
 // by itself should the client die before releasing it.
 func (c *Client) checkpointLease(ctx context.Context) (context.Context, func(), error) {
-	ls := c.client.LeasesService()
+	ls := c.c8dClient.LeasesService()
 	l, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(checkpointLeaseExpiry))
 	if err != nil {
 		return nil, nil, fmt.Errorf("create lease: %w", wrapError(err))
@@ -361,7 +361,7 @@ func (c *Client) checkpointLease(ctx context.Context) (context.Context, func(), 
 func (c *Client) deleteCheckpointImage(ctx context.Context, name string) {
 	ctx, cancel := cleanupContext(ctx)
 	defer cancel()
-	if err := c.client.ImageService().Delete(ctx, name); err != nil && !errdefs.IsNotFound(err) {
+	if err := c.c8dClient.ImageService().Delete(ctx, name); err != nil && !errdefs.IsNotFound(err) {
 		c.logger.WithError(err).WithFields(log.Fields{"image": name}).Warn("failed to delete checkpoint image")
 	}
 }

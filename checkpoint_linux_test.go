@@ -131,7 +131,7 @@ func sameCheckpointTree(t testing.TB, what string, got, want map[string]checkpoi
 // left by a checkpoint upload or download.
 func (tc *testClient) assertNoCheckpointLeftovers(t testing.TB) {
 	t.Helper()
-	cli := tc.client
+	cli := tc.c8dClient
 	imgs, err := cli.ImageService().List(tc.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +306,7 @@ func TestCheckpointUploadExistingBlob(t *testing.T) {
 		Digest:    digest.FromBytes(buf.Bytes()),
 		Size:      int64(buf.Len()),
 	}
-	cs := tc.client.ContentStore()
+	cs := tc.c8dClient.ContentStore()
 	if err := content.WriteBlob(tc.ctx, cs, "existing", bytes.NewReader(buf.Bytes()), want,
 		content.WithLabels(map[string]string{"containerd.io/gc.root": time.Now().UTC().Format(time.RFC3339)})); err != nil {
 		t.Fatal(err)
@@ -317,7 +317,7 @@ func TestCheckpointUploadExistingBlob(t *testing.T) {
 		t.Fatal(err)
 	}
 	var info containerd.TaskInfo
-	if err := opt(tc.ctx, tc.client, &info); err != nil {
+	if err := opt(tc.ctx, tc.c8dClient, &info); err != nil {
 		t.Fatal(err)
 	}
 	cleanup()
@@ -351,14 +351,14 @@ func TestCheckpointUploadSharedContent(t *testing.T) {
 	t.Parallel()
 	tc := newTestClient(t)
 	dir := writeFakeCheckpoint(t)
-	cs := tc.client.ContentStore()
+	cs := tc.c8dClient.ContentStore()
 	upload := func() (digest.Digest, func(), error) {
 		opt, cleanup, err := tc.uploadCheckpoint(tc.ctx, dir)
 		if err != nil {
 			return "", nil, err
 		}
 		var info containerd.TaskInfo
-		if err := opt(tc.ctx, tc.client, &info); err != nil {
+		if err := opt(tc.ctx, tc.c8dClient, &info); err != nil {
 			cleanup()
 			return "", nil, err
 		}
@@ -430,7 +430,7 @@ func TestCheckpointUploadCancelled(t *testing.T) {
 	defer cancel()
 	go func() {
 		for ctx.Err() == nil {
-			if sts, err := tc.client.ContentStore().ListStatuses(ctx); err == nil && len(sts) > 0 && sts[0].Offset > 0 {
+			if sts, err := tc.c8dClient.ContentStore().ListStatuses(ctx); err == nil && len(sts) > 0 && sts[0].Offset > 0 {
 				cancel()
 				return
 			}
@@ -501,7 +501,7 @@ func TestCheckpointWithoutLayer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fake := &noLayerTask{id: id, client: tc.client}
+			fake := &noLayerTask{id: id, client: tc.c8dClient}
 			dir := filepath.Join(t.TempDir(), "checkpoint")
 			err = (&task{c8dTask: fake, ctr: ctr.(*container)}).CreateCheckpoint(tc.ctx, dir, true)
 			if !errdefs.IsNotFound(err) {

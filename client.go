@@ -35,18 +35,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/ctrkit/libcontainerd/queue"
 	"github.com/ctrkit/libcontainerd/types"
 )
 
@@ -59,24 +56,12 @@ const DockerContainerBundlePath = "com.docker/engine.bundle.path"
 // implements types.Client; Close, CloseContext and Metrics are its
 // additions. It is safe for concurrent use.
 type Client struct {
-	client   *containerd.Client
-	stateDir string
-	ns       string
-	backend  types.Backend
-	logger   *log.Entry
-	opts     clientOptions
-
-	// eventClient carries the event stream and reconciliation (see
-	// newEventClient); closeEventClient releases it when the loop ends.
-	eventClient      *containerd.Client
-	closeEventClient func()
-
-	eventQ    queue.Queue
-	events    *eventState
-	counters  eventCounters
-	syncTopic string
-	// abandonC is closed when queued events are to be dropped (Close).
-	abandonC chan struct{}
+	c8dClient *containerd.Client
+	stateDir  string
+	ns        string
+	logger    *log.Entry
+	opts      clientOptions
+	events    *eventMonitor
 
 	// inflight holds the process IDs ("container/process") whose FIFOs are
 	// being created, so that two concurrent creations of the same process
@@ -84,9 +69,8 @@ type Client struct {
 	inflightMu sync.Mutex
 	inflight   map[string]struct{}
 
-	loopCancel context.CancelFunc
-	loopDone   chan struct{}
-	closeOnce  sync.Once
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ types.Client = (*Client)(nil)
@@ -123,32 +107,25 @@ func New(ctx context.Context, cli *containerd.Client, stateDir, ns string, b typ
 	for _, opt := range opts {
 		opt(&o)
 	}
+	logger := log.G(ctx).WithField("module", "libcontainerd").WithField("namespace", ns)
 	c := &Client{
-		client:    cli,
+		c8dClient: cli,
 		stateDir:  filepath.Clean(stateDir),
 		ns:        ns,
-		backend:   b,
-		logger:    log.G(ctx).WithField("module", "libcontainerd").WithField("namespace", ns),
+		logger:    logger,
 		opts:      o,
-		events:    newEventState(o.tombstoneTTL, o.tombstoneMax),
+		events:    newEventMonitor(cli, ns, b, logger, o),
 		inflight:  make(map[string]struct{}),
-		loopDone:  make(chan struct{}),
-		abandonC:  make(chan struct{}),
-		syncTopic: newSyncTopic(),
 	}
 	c.sweepOrphans(ctx)
-	c.eventClient, c.closeEventClient = newEventClient(cli, ns)
-	// The loop ends with the caller's ctx, as with moby, or on Close.
-	loopCtx, cancel := context.WithCancel(ctx)
-	c.loopCancel = cancel
-	go c.processEventStream(loopCtx)
+	c.events.start(ctx)
 	return c, nil
 }
 
 // Version returns the version of the containerd daemon.
 func (c *Client) Version(ctx context.Context) (containerd.Version, error) {
 	ctx = c.withNamespace(ctx)
-	v, err := c.client.Version(ctx)
+	v, err := c.c8dClient.Version(ctx)
 	return v, wrapError(err)
 }
 
@@ -158,7 +135,7 @@ func (c *Client) LoadContainer(ctx context.Context, id string) (types.Container,
 	if err := validateID("container", id); err != nil {
 		return nil, err
 	}
-	ctr, err := c.client.LoadContainer(c.withNamespace(ctx), id)
+	ctr, err := c.c8dClient.LoadContainer(c.withNamespace(ctx), id)
 	if err != nil {
 		return nil, fmt.Errorf("load container %s: %w", id, wrapError(err))
 	}
@@ -201,7 +178,7 @@ func (c *Client) NewContainer(ctx context.Context, id string, spec *specs.Spec, 
 		containerd.WithRuntime(shim, runtimeOptions),
 		withBundle(c.bundleDir(id), spec, &bundle),
 	)
-	ctr, err := c.client.NewContainer(c.withNamespace(ctx), id, all...)
+	ctr, err := c.c8dClient.NewContainer(c.withNamespace(ctx), id, all...)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("container %s: id already in use: %w", id, errdefs.ErrConflict)
@@ -227,86 +204,16 @@ func (c *Client) Close() error {
 // take; when ctx ends first, the remaining events are abandoned and
 // ctx.Err() is returned after the goroutines have exited.
 func (c *Client) CloseContext(ctx context.Context) error {
-	var err error
 	c.closeOnce.Do(func() {
-		c.loopCancel()
-		<-c.loopDone
-		err = c.closeQueue(ctx)
+		c.closeErr = c.events.close(ctx)
 	})
-	return err
-}
-
-// orphanMinAge keeps the sweep away from bundles that may belong to a
-// container being created right now by another client on the same state
-// directory: its bundle exists before containerd knows the container.
-const orphanMinAge = time.Minute
-
-// sweepOrphans removes the bundle directories (and the FIFOs in them) under
-// the state directory whose container containerd no longer has in any
-// namespace: leftovers of an engine that crashed between creating a
-// bundle and deleting it. Entries that are not container IDs, and symlinks'
-// targets, are never touched; a symlink itself is removed. When containerd
-// cannot be asked, nothing is removed.
-func (c *Client) sweepOrphans(ctx context.Context) {
-	entries, err := os.ReadDir(c.stateDir)
-	if err != nil || len(entries) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	live, err := c.allContainerIDs(ctx)
-	if err != nil {
-		c.logger.WithError(err).Warn("not sweeping orphan bundles: cannot list containers")
-		return
-	}
-	for _, e := range entries {
-		id := e.Name()
-		if _, ok := live[id]; ok || identifiers.Validate(id) != nil {
-			continue
-		}
-		p := filepath.Join(c.stateDir, id)
-		fi, err := os.Lstat(p)
-		if err != nil || time.Since(fi.ModTime()) < orphanMinAge {
-			continue
-		}
-		// RemoveAll removes a symlink, not what it points to, and does not
-		// follow symlinks inside the directory.
-		if err := os.RemoveAll(p); err != nil {
-			c.logger.WithError(err).WithField("bundle", p).Warn("failed to remove orphan bundle")
-			continue
-		}
-		c.logger.WithField("bundle", p).Info("removed orphan bundle")
-	}
-}
-
-// allContainerIDs lists the container IDs of every namespace: a state
-// directory may be shared by clients of several namespaces.
-func (c *Client) allContainerIDs(ctx context.Context) (map[string]struct{}, error) {
-	nss, err := c.client.NamespaceService().List(ctx)
-	if err != nil {
-		return nil, wrapError(err)
-	}
-	ids := make(map[string]struct{})
-	for _, ns := range nss {
-		ctrs, err := c.client.ContainerService().List(namespaces.WithNamespace(ctx, ns))
-		if err != nil {
-			return nil, wrapError(err)
-		}
-		for _, ctr := range ctrs {
-			ids[ctr.ID] = struct{}{}
-		}
-	}
-	return ids, nil
+	return c.closeErr
 }
 
 // withNamespace puts the client's namespace in ctx: every call a Client and
 // its handles make is in that namespace, the one its events come from.
 func (c *Client) withNamespace(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, c.ns)
-}
-
-func (c *Client) bundleDir(id string) string {
-	return filepath.Join(c.stateDir, id)
 }
 
 // reserve marks process id of container ctrID as being created. It fails

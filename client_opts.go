@@ -35,7 +35,7 @@ type clientOptions struct {
 
 func defaultClientOptions() clientOptions {
 	return clientOptions{
-		retryAttempts:   5,
+		retryAttempts:   1,
 		retryMinBackoff: 50 * time.Millisecond,
 		retryMaxBackoff: 2 * time.Second,
 		reconnectMin:    100 * time.Millisecond,
@@ -46,12 +46,18 @@ func defaultClientOptions() clientOptions {
 	}
 }
 
-// WithEventRetry sets how often an event whose Backend.ProcessEvent returned
-// an error is tried in all (attempts >= 1) and the backoff between tries,
-// which doubles from min up to max. Later events of the same container wait
-// behind the event being retried; other containers are not held up. After
-// the last attempt the event is dropped and counted in Metrics.Dropped.
-// Default: 5 attempts, 50 ms to 2 s.
+// WithEventRetry makes the client call Backend.ProcessEvent again when it
+// returns an error: attempts calls in all (>= 1), with a backoff between
+// them that doubles from minBackoff up to maxBackoff. Later events of the
+// same container wait behind the event being retried; other containers
+// are not held up. After the last attempt the event is dropped, logged and
+// counted in Metrics.Dropped.
+//
+// The Backend must then be idempotent: a ProcessEvent that did part of its
+// work before failing is called again for the same event. dockerd's is
+// not (its exit handler records the exit, emits "die" and schedules a
+// restart before it can fail saving the container), which is why the
+// default is moby's: one call, the error logged.
 func WithEventRetry(attempts int, minBackoff, maxBackoff time.Duration) Option {
 	return func(o *clientOptions) {
 		if attempts < 1 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -67,12 +68,15 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 		return nil, err
 	}
 	defer release()
-	// A task that exists owns the FIFOs at our paths: refuse before
-	// touching them.
-	if _, err := c.c8dCtr.Task(ctx, nil); err == nil {
-		return nil, fmt.Errorf("new task %s: task already exists: %w", id, errdefs.ErrConflict)
-	} else if !errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("new task %s: %w", id, wrapError(err))
+	// A task that exists owns the FIFOs at our paths: asked only when a
+	// FIFO is in the way, so that the common path costs no round trip.
+	taskExists := func() error {
+		if _, err := c.c8dCtr.Task(ctx, nil); err == nil {
+			return fmt.Errorf("new task %s: task already exists: %w", id, errdefs.ErrConflict)
+		} else if !errdefs.IsNotFound(wrapError(err)) {
+			return fmt.Errorf("new task %s: %w", id, wrapError(err))
+		}
+		return nil
 	}
 
 	taskOpts := []containerd.NewTaskOpts{func(_ context.Context, _ *containerd.Client, info *containerd.TaskInfo) error {
@@ -93,8 +97,9 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 	procC := make(chan containerd.Process, 1)
 	fifoCfg := fifoPaths(bundle, id, withStdin, spec.Process.Terminal)
 	var tio *taskIO
+	createdAt := time.Now()
 	t, err := c.c8dCtr.NewTask(ctx, func(string) (cio.IO, error) {
-		fifos, err := newFIFOSet(c.client.logger.WithField("container", id), fifoCfg)
+		fifos, err := newFIFOSet(c.client.logger.WithField("container", id), fifoCfg, taskExists)
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +119,11 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 		return nil, fmt.Errorf("new task %s: %w", id, wrapError(err))
 	}
 	procC <- t
-	c.client.events.observe(id, id, t.Pid(), checkpointDir != "")
+	c.client.events.store.observeCreate(id, id, t.Pid(), createdAt)
+	if checkpointDir != "" {
+		// A restored task runs once created.
+		c.client.events.store.observeStart(id, id, t.Pid())
+	}
 	return &task{c8dTask: t, ctr: c, io: tio}, nil
 }
 
@@ -124,7 +133,7 @@ func (c *container) Task(ctx context.Context) (types.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("task of container %s: %w", c.c8dCtr.ID(), wrapError(err))
 	}
-	c.observeLoaded(ctx, t)
+	c.client.events.store.observeLoaded(c.c8dCtr.ID(), t.Pid())
 	return &task{c8dTask: t, ctr: c}, nil
 }
 
@@ -163,26 +172,31 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 		return nil, fmt.Errorf("attach task %s: %w", id, wrapError(err))
 	}
 	procC <- t
-	c.observeLoaded(ctx, t)
+	c.client.events.store.observeLoaded(id, t.Pid())
 	return &task{c8dTask: t, ctr: c, io: tio}, nil
-}
-
-// observeLoaded records a task loaded from containerd for exactly-once
-// exits. The first time an incarnation is seen its status is asked for:
-// only a started process is owed an exit when its events go missing, and a
-// task can be loaded in the created state (an engine retrying a create).
-func (c *container) observeLoaded(ctx context.Context, t containerd.Task) {
-	id := c.c8dCtr.ID()
-	if c.client.events.known(id, id, t.Pid()) {
-		return
-	}
-	st, err := t.Status(ctx)
-	c.client.events.observe(id, id, t.Pid(), err == nil && st.Status != containerd.Created)
 }
 
 // Delete removes the container from containerd, then its bundle directory
 // unless LIBCONTAINERD_NOCLEAN=1.
+//
+// When containerd is unavailable the error is returned and the client
+// completes the delete once containerd serves again, if the container then
+// has no task.
 func (c *container) Delete(ctx context.Context) error {
+	err := c.delete(ctx)
+	if err != nil {
+		target := deleteTarget{container: true, containerID: c.c8dCtr.ID()}
+		c.client.events.deletes.deferIfUnavailable(target, err, func(ctx context.Context) error {
+			if err := c.delete(ctx); !errdefs.IsNotFound(err) {
+				return err
+			}
+			return nil
+		})
+	}
+	return err
+}
+
+func (c *container) delete(ctx context.Context) error {
 	ctx = c.client.withNamespace(ctx)
 	id := c.c8dCtr.ID()
 	md, err := c.c8dCtr.Info(ctx, containerd.WithoutRefreshedMetadata)
@@ -192,7 +206,7 @@ func (c *container) Delete(ctx context.Context) error {
 	if err := c.c8dCtr.Delete(ctx); err != nil {
 		return fmt.Errorf("delete container %s: %w", id, wrapError(err))
 	}
-	c.client.events.forgetContainer(id)
+	c.client.events.store.containerDeleted(id)
 	bundle := md.Labels[DockerContainerBundlePath]
 	if bundle == "" || os.Getenv(envNoClean) == "1" {
 		return nil
@@ -207,26 +221,6 @@ func (c *container) Delete(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// ownsBundle reports whether bundle, the container's label, names a
-// directory of the container's own, which Delete may remove: <id>, or
-// <id>.<uid>.<gid>, where moby's WithBundle puts the bundle of a container
-// with a user namespace. The label is not trusted beyond that.
-func ownsBundle(md containers.Container, bundle string) bool {
-	if !filepath.IsAbs(bundle) {
-		return false
-	}
-	base := filepath.Base(bundle)
-	if base == md.ID {
-		return true
-	}
-	var spec specs.Spec
-	if md.Spec == nil || json.Unmarshal(md.Spec.GetValue(), &spec) != nil {
-		return false
-	}
-	uid, gid := remappedRoot(&spec)
-	return (uid != 0 || gid != 0) && base == fmt.Sprintf("%s.%d.%d", md.ID, uid, gid)
 }
 
 // info reads the container's metadata and spec. It assumes the metadata has

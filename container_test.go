@@ -60,7 +60,7 @@ func TestHostileContainerIDs(t *testing.T) {
 	if after := snapshotDir(t, parent); !slices.Equal(after, before) {
 		t.Fatalf("files under %s changed: %v, were %v", parent, after, before)
 	}
-	ctrs, err := tc.client.Containers(tc.ctx)
+	ctrs, err := tc.c8dClient.Containers(tc.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,8 +42,8 @@ func exitsOfPid(evs []event, id string, pid uint32) []event {
 	return out
 }
 
-// incarnation is a started task: its pid and the exit code it will have.
-type incarnation struct {
+// startedTask is a started task: its pid and the exit code it will have.
+type startedTask struct {
 	pid  uint32
 	code int
 }
@@ -223,7 +223,7 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 		// container -> the started incarnation and its expected exit code;
 		// an incarnation created by a create that a restart interrupted may
 		// exit too (containerd reports the kill of a created task).
-		started = map[string]incarnation{}
+		started = map[string]startedTask{}
 		done    = make(chan struct{})
 	)
 	progress := make(chan struct{}, totalStarts)
@@ -276,7 +276,7 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 		progress <- struct{}{}
 		if err == nil {
 			mu.Lock()
-			started[id] = incarnation{pid: task.Pid(), code: code}
+			started[id] = startedTask{pid: task.Pid(), code: code}
 			mu.Unlock()
 			if !tc.backend.waitFor(waitTimeout, func(evs []event) bool { return len(exitsOfPid(evs, id, task.Pid())) > 0 }) {
 				return fmt.Errorf("no exit event for %s", id)
@@ -530,7 +530,7 @@ func TestCloseWithQueuedEvents(t *testing.T) {
 			go func() { closed <- c.Close() }()
 			if policy == CloseAbandon {
 				// Release the Backend only once Close abandons the queue.
-				for !c.abandoned() {
+				for !c.events.delivery.abandoned() {
 					time.Sleep(time.Millisecond) // polling a flag
 				}
 			}

@@ -83,14 +83,14 @@ type hostileState struct {
 func (tc *testClient) hostileState(t testing.TB) hostileState {
 	t.Helper()
 	s := hostileState{files: snapshotDir(t, tc.stateDir)}
-	ctrs, err := tc.client.ContainerService().List(tc.ctx)
+	ctrs, err := tc.c8dClient.ContainerService().List(tc.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range ctrs {
 		s.containers = append(s.containers, c.ID)
 	}
-	resp, err := tc.client.TaskService().List(tc.ctx, &tasks.ListTasksRequest{})
+	resp, err := tc.c8dClient.TaskService().List(tc.ctx, &tasks.ListTasksRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func (tc *testClient) assertUnchanged(t testing.TB, what string, before hostileS
 // assertNoProcess fails t if task ctrID has an exec execID in containerd.
 func (tc *testClient) assertNoProcess(t testing.TB, ctrID, execID string) {
 	t.Helper()
-	_, err := tc.client.TaskService().Get(tc.ctx, &tasks.GetRequest{ContainerID: ctrID, ExecID: execID})
+	_, err := tc.c8dClient.TaskService().Get(tc.ctx, &tasks.GetRequest{ContainerID: ctrID, ExecID: execID})
 	if !errdefs.IsNotFound(wrapError(err)) {
 		t.Errorf("exec %s of %s in containerd: %v, want NotFound", execID, ctrID, err)
 	}
@@ -302,7 +302,7 @@ func TestHostileRuntimeOptions(t *testing.T) {
 			if err := os.Mkdir(bundle, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := tc.client.NewContainer(tc.ctx, id,
+			if _, err := tc.c8dClient.NewContainer(tc.ctx, id,
 				containerd.WithSpec(tc.spec(t, id, []string{"true"})),
 				containerd.WithRuntime(runcShim, c.opts),
 				containerd.WithAdditionalContainerLabels(map[string]string{DockerContainerBundlePath: bundle}),

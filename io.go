@@ -44,13 +44,15 @@ func fifoPaths(bundleDir, processID string, withStdin, withTerminal bool) cio.Co
 }
 
 // newFIFOSet makes the FIFOs of a new process and returns them as a set whose
-// Close removes them. Leftovers of an earlier process with the same ID (a
-// crash, an engine restart) are replaced: callers have checked with
-// containerd that no such process exists and hold the client's reservation
-// for the ID. Anything but a FIFO or a symlink at a FIFO path, or a bundle
-// directory that is a symlink, is an error: the FIFOs made so far are
-// removed and what was in the way is left alone.
-func newFIFOSet(logger *log.Entry, cfg cio.Config) (_ *cio.FIFOSet, retErr error) {
+// Close removes them. Callers hold the client's reservation for the
+// process ID. When something is in the way at a FIFO path, inUse asks
+// containerd whether the process exists (then its error is returned:
+// those FIFOs are the live process's); if not, a FIFO or symlink there is
+// a leftover of an earlier process (a crash, an engine restart) and is
+// replaced. A regular file or directory there, or a bundle directory that
+// is a symlink, is an error. On error the FIFOs made so far are removed and
+// what was in the way is left alone.
+func newFIFOSet(logger *log.Entry, cfg cio.Config, inUse func() error) (_ *cio.FIFOSet, retErr error) {
 	var paths []string
 	for _, p := range []string{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
 		if p != "" {
@@ -83,8 +85,19 @@ func newFIFOSet(logger *log.Entry, cfg cio.Config) (_ *cio.FIFOSet, retErr error
 			_ = remove(made)
 		}
 	}()
+	checked := false
 	for _, p := range paths {
-		if err := mkfifoExclusive(p); err != nil {
+		err := mkfifo(p)
+		if errors.Is(err, os.ErrExist) {
+			if !checked {
+				checked = true
+				if err := inUse(); err != nil {
+					return nil, err
+				}
+			}
+			err = replaceStale(p)
+		}
+		if err != nil {
 			return nil, err
 		}
 		made = append(made, p)
@@ -92,23 +105,12 @@ func newFIFOSet(logger *log.Entry, cfg cio.Config) (_ *cio.FIFOSet, retErr error
 	return cio.NewFIFOSet(cfg, func() error { return remove(paths) }), nil
 }
 
-// mkfifoExclusive creates a FIFO at p readable and writable by root only.
-// A stale FIFO or symlink there is removed first; a regular file or
-// directory is refused.
-func mkfifoExclusive(p string) error {
-	if fi, err := os.Lstat(p); err == nil {
-		switch fi.Mode().Type() {
-		case os.ModeNamedPipe, os.ModeSymlink:
-			if err := os.Remove(p); err != nil {
-				return fmt.Errorf("remove stale fifo %s: %w", p, err)
-			}
-		default:
-			return fmt.Errorf("fifo path %s is taken by a %s: %w", p, describeMode(fi.Mode()), errdefs.ErrFailedPrecondition)
-		}
-	}
+// mkfifo creates a FIFO at p readable and writable by root only. It fails
+// with an error matching os.ErrExist when anything is at p.
+func mkfifo(p string) error {
 	if err := unix.Mkfifo(p, 0o600); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("fifo %s created concurrently: %w", p, errdefs.ErrConflict)
+			return fmt.Errorf("fifo %s: %w", p, os.ErrExist)
 		}
 		return fmt.Errorf("create fifo %s: %w", p, fsError(err))
 	}
@@ -116,6 +118,30 @@ func mkfifoExclusive(p string) error {
 	if err := os.Chmod(p, 0o600); err != nil {
 		_ = os.Remove(p)
 		return fmt.Errorf("chmod fifo %s: %w", p, fsError(err))
+	}
+	return nil
+}
+
+// replaceStale replaces a leftover FIFO or symlink at p with a new FIFO; a
+// regular file or directory is refused.
+func replaceStale(p string) error {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return fmt.Errorf("fifo %s: %w", p, fsError(err))
+	}
+	switch fi.Mode().Type() {
+	case os.ModeNamedPipe, os.ModeSymlink:
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("remove stale fifo %s: %w", p, err)
+		}
+	default:
+		return fmt.Errorf("fifo path %s is taken by a %s: %w", p, describeMode(fi.Mode()), errdefs.ErrFailedPrecondition)
+	}
+	if err := mkfifo(p); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("fifo %s created concurrently: %w", p, errdefs.ErrConflict)
+		}
+		return err
 	}
 	return nil
 }

@@ -40,11 +40,23 @@ func (p *process) Resize(ctx context.Context, width, height uint32) error {
 
 // Delete deletes the exited process, closing its IO, and returns its exit
 // status.
+//
+// The engine has the exit status from here on: no exit event follows for
+// this process. When containerd is unavailable the error is returned and
+// the client completes the delete once containerd serves again.
 func (p *process) Delete(ctx context.Context) (*containerd.ExitStatus, error) {
-	s, err := p.c8dProc.Delete(p.ctr.client.withNamespace(ctx))
+	ctrID, id := p.ctr.c8dCtr.ID(), p.c8dProc.ID()
+	var status *containerd.ExitStatus
+	retry := func(ctx context.Context) error {
+		return retryDelete(p.ctr.client.withNamespace(ctx), p.c8dProc)
+	}
+	err := p.ctr.client.events.deleteThroughAPI(ctrID, id, p.c8dProc.Pid(), deleteTarget{containerID: ctrID, processID: id}, retry, func() error {
+		s, err := p.c8dProc.Delete(p.ctr.client.withNamespace(ctx))
+		status = s
+		return wrapError(err)
+	})
 	if err != nil {
 		return nil, p.errorf("delete", err)
 	}
-	p.ctr.client.deletedThroughAPI(p.ctr.c8dCtr.ID(), p.c8dProc.ID(), p.c8dProc.Pid(), s)
-	return s, nil
+	return status, nil
 }

@@ -54,7 +54,7 @@ func (t *task) Start(ctx context.Context) (retErr error) {
 	if err := t.c8dTask.Start(ctx); err != nil {
 		return t.errorf("start", err)
 	}
-	t.ctr.client.events.observe(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid(), true)
+	t.ctr.client.events.store.observeStart(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid())
 	return nil
 }
 
@@ -118,30 +118,66 @@ func (t *task) Summary(ctx context.Context) ([]types.Summary, error) {
 }
 
 // ForceDelete kills the task's processes and deletes the task.
+//
+// The engine has the exit status from here on: no exit event follows for
+// this incarnation. When containerd is unavailable the error is returned
+// and the client completes the delete once containerd serves again.
 func (t *task) ForceDelete(ctx context.Context) error {
-	s, err := t.c8dTask.Delete(t.ctx(ctx), containerd.WithProcessKill)
-	if err != nil {
-		return t.errorf("force delete", err)
-	}
-	t.ctr.client.deletedThroughAPI(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid(), s)
-	return nil
+	_, err := t.delete(ctx, "force delete", containerd.WithProcessKill)
+	return err
 }
 
 // Status returns the task's status.
 func (t *task) Status(ctx context.Context) (containerd.Status, error) {
 	s, err := t.c8dTask.Status(t.ctx(ctx))
+	if err == nil && s.Status == containerd.Created {
+		t.ctr.client.events.store.observeCreatedStatus(t.c8dTask.ID(), t.c8dTask.Pid())
+	}
 	return s, t.errorf("status of", err)
 }
 
 // Delete deletes the stopped task, closing its IO, and returns its exit
-// status.
+// status. The engine has the exit status from here on: no exit event
+// follows for this incarnation (an exit delivered before is not taken
+// back). When containerd is unavailable the error is returned and the
+// client completes the delete once containerd serves again.
 func (t *task) Delete(ctx context.Context) (*containerd.ExitStatus, error) {
-	s, err := t.c8dTask.Delete(t.ctx(ctx))
-	if err != nil {
-		return nil, t.errorf("delete", err)
+	return t.delete(ctx, "delete")
+}
+
+func (t *task) delete(ctx context.Context, op string, opts ...containerd.ProcessDeleteOpts) (*containerd.ExitStatus, error) {
+	id := t.c8dTask.ID()
+	var status *containerd.ExitStatus
+	retry := func(ctx context.Context) error {
+		return retryDelete(t.ctx(ctx), t.c8dTask, opts...)
 	}
-	t.ctr.client.deletedThroughAPI(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid(), s)
-	return s, nil
+	err := t.ctr.client.events.deleteThroughAPI(id, id, t.c8dTask.Pid(), deleteTarget{containerID: id}, retry, func() error {
+		s, err := t.c8dTask.Delete(t.ctx(ctx), opts...)
+		status = s
+		return wrapError(err)
+	})
+	if err != nil {
+		return nil, t.errorf(op, err)
+	}
+	return status, nil
+}
+
+// retryDelete completes a delete of p that failed while containerd was
+// unavailable: the process is deleted unless it is gone or runs again.
+func retryDelete(ctx context.Context, p containerd.Process, opts ...containerd.ProcessDeleteOpts) error {
+	st, err := p.Status(ctx)
+	switch err = wrapError(err); {
+	case errdefs.IsNotFound(err):
+		return nil
+	case err != nil:
+		return err
+	case st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing:
+		return fmt.Errorf("%s is %s again: %w", p.ID(), st.Status, errdefs.ErrFailedPrecondition)
+	}
+	if _, err := p.Delete(ctx, opts...); err != nil && !errdefs.IsNotFound(wrapError(err)) {
+		return wrapError(err)
+	}
+	return nil
 }
 
 // UpdateResources changes the task's resource limits.
@@ -186,17 +222,22 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 		return nil, err
 	}
 	defer release()
-	// A process that exists owns the FIFOs at our paths.
-	if _, err := t.c8dTask.LoadProcess(ctx, processID, nil); err == nil {
-		return nil, fmt.Errorf("exec %s: id already in use: %w", processID, errdefs.ErrConflict)
-	} else if !errdefs.IsNotFound(wrapError(err)) {
-		return nil, fmt.Errorf("exec %s: %w", processID, wrapError(err))
+	// A process that exists owns the FIFOs at our paths: asked only when a
+	// FIFO is in the way, so that the common path costs no round trip.
+	execExists := func() error {
+		if _, err := t.c8dTask.LoadProcess(ctx, processID, nil); err == nil {
+			return fmt.Errorf("exec %s: id already in use: %w", processID, errdefs.ErrConflict)
+		} else if !errdefs.IsNotFound(wrapError(err)) {
+			return fmt.Errorf("exec %s: %w", processID, wrapError(err))
+		}
+		return nil
 	}
 
 	procC := make(chan containerd.Process, 1)
 	fifoCfg := fifoPaths(bundle, processID, withStdin, spec.Terminal)
+	createdAt := time.Now()
 	p, err := t.c8dTask.Exec(ctx, processID, spec, func(string) (cio.IO, error) {
-		fifos, err := newFIFOSet(t.ctr.client.logger.WithField("container", ctrID).WithField("exec", processID), fifoCfg)
+		fifos, err := newFIFOSet(t.ctr.client.logger.WithField("container", ctrID).WithField("exec", processID), fifoCfg, execExists)
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +263,8 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 		return nil, fmt.Errorf("start exec %s: %w", processID, wrapError(err))
 	}
 	procC <- p
-	t.ctr.client.events.observe(ctrID, processID, p.Pid(), true)
+	t.ctr.client.events.store.observeCreate(ctrID, processID, p.Pid(), createdAt)
+	t.ctr.client.events.store.observeStart(ctrID, processID, p.Pid())
 	return &process{c8dProc: p, ctr: t.ctr}, nil
 }
 

@@ -1,0 +1,138 @@
+package libcontainerd
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+)
+
+// deferredDeleteInterval is how often deletes that containerd could not
+// serve are retried while the event stream has not noticed an outage
+// (after a reconnect they are retried at once).
+const deferredDeleteInterval = 5 * time.Second
+
+// deferredDeletes completes deletes (of a task, exec or container) that the
+// engine asked for while containerd was unavailable. The engine logs such a
+// failure and moves on; nobody would retry it, and the shim and its
+// container would stay behind. Each entry is retried once containerd
+// serves again; an entry whose object is gone or running again is done.
+type deferredDeletes struct {
+	logger   *log.Entry
+	counters *eventCounters
+
+	mu      sync.Mutex
+	pending map[deleteTarget]func(context.Context) error // by what is deleted
+	kickC   chan struct{}
+}
+
+func newDeferredDeletes(logger *log.Entry, counters *eventCounters) *deferredDeletes {
+	return &deferredDeletes{
+		logger:   logger,
+		counters: counters,
+		pending:  make(map[deleteTarget]func(context.Context) error),
+		kickC:    make(chan struct{}, 1),
+	}
+}
+
+// deferIfUnavailable takes over a delete that failed with err when err says
+// containerd was unavailable. retry repeats it: it returns nil when the
+// object is deleted or must not be (gone, running again).
+func (d *deferredDeletes) deferIfUnavailable(what deleteTarget, err error, retry func(context.Context) error) {
+	if !errdefs.IsUnavailable(err) {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.pending[what]; ok {
+		return
+	}
+	d.pending[what] = retry
+	d.counters.deletesDeferred.Add(1)
+	d.logger.WithError(err).WithField("object", what.String()).Warn("containerd unavailable: delete will be completed when it serves again")
+}
+
+// kick asks for a retry now: containerd serves again.
+func (d *deferredDeletes) kick() {
+	select {
+	case d.kickC <- struct{}{}:
+	default:
+	}
+}
+
+// run retries the pending deletes when kicked and now and then, until ctx
+// ends; a retry in progress is abandoned then.
+func (d *deferredDeletes) run(ctx context.Context) {
+	ticker := time.NewTicker(deferredDeleteInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kickC:
+		case <-ticker.C:
+		}
+		d.retry(ctx)
+	}
+}
+
+func (d *deferredDeletes) retry(ctx context.Context) {
+	d.mu.Lock()
+	batch := make(map[deleteTarget]func(context.Context) error, len(d.pending))
+	for what, f := range d.pending {
+		batch[what] = f
+	}
+	d.mu.Unlock()
+	// Tasks and execs first: a container with a task cannot be deleted.
+	for _, containers := range []bool{false, true} {
+		for what, f := range batch {
+			if what.container != containers {
+				continue
+			}
+			err := f(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if errdefs.IsUnavailable(err) {
+				continue // still down: next round
+			}
+			d.mu.Lock()
+			delete(d.pending, what)
+			d.mu.Unlock()
+			if err != nil {
+				d.logger.WithError(err).WithField("object", what.String()).Warn("not completing deferred delete")
+				continue
+			}
+			d.counters.deletesCompleted.Add(1)
+			d.logger.WithField("object", what.String()).Info("completed delete deferred while containerd was unavailable")
+		}
+	}
+}
+
+// len returns the number of deletes waiting for containerd.
+func (d *deferredDeletes) len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.pending)
+}
+
+// deleteTarget names what a deferred delete deletes: a task (processID
+// empty), an exec, or a container.
+type deleteTarget struct {
+	container   bool
+	containerID string
+	processID   string
+}
+
+func (t deleteTarget) String() string {
+	switch {
+	case t.container:
+		return "container " + t.containerID
+	case t.processID == "":
+		return "task " + t.containerID
+	default:
+		return "exec " + t.processID + " of container " + t.containerID
+	}
+}

@@ -1,0 +1,429 @@
+package libcontainerd
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// The process store decides which events reach the engine. It is a pure
+// state machine: inputs are events from the stream, exits synthesized by
+// reconciliation and what the API calls observe; its output is the events
+// to deliver, handed to emit in the order they are to be delivered.
+//
+// Each process (container ID, process ID) has a current incarnation, in
+// one of these phases, and remembers the pids of a few earlier ones:
+//
+//	input                               | effect
+//	------------------------------------+-------------------------------------------------
+//	create (TaskCreate, ExecAdded,      | same pid as a live incarnation: nothing; else a
+//	  NewTask, Exec)                    | new incarnation, created (a reused pid included)
+//	start (TaskStart, ExecStarted,      | created -> running; an exited incarnation stays
+//	  Task.Start, Exec)                 | exited and the start is dropped (exit is terminal)
+//	exit (TaskExit)                     | running or created -> exited, delivered once; an
+//	                                    | exit of an earlier incarnation (its pid, or an
+//	                                    | exit time before this one's create) is dropped
+//	delete through the API (Task.Delete,| events of the container are held while the call
+//	  ForceDelete, Process.Delete)      | runs; on success the incarnation is exited with
+//	                                    | no event (the engine has the status), then gone;
+//	                                    | on failure the held events go on as they were
+//	TaskDelete (someone else's delete)  | running -> exited, delivered from the delete's
+//	                                    | status; created -> no exit is owed; then gone
+//	reconcile found stopped             | running -> exited with containerd's status; a
+//	                                    | different pid stopped -> exited, status unknown
+//	reconcile found gone                | running -> exited, status unknown (255, NotFound)
+//	container deleted                   | every process of the container is gone
+//
+// "gone" processes stay as tombstones for a while (bounded in number and
+// age) because containerd 2.x can publish a TaskExit after the TaskDelete
+// of its task.
+type processStore struct {
+	mu         sync.Mutex
+	procs      map[procKey]*procRecord
+	tombstones []tombstone // oldest first
+	// holds counts, per container, the deletes through the API in flight,
+	// and keeps the container's events that arrived meanwhile.
+	holds    map[string]*containerHold
+	ttl      time.Duration
+	max      int
+	now      func() time.Time
+	emit     func(taskEvent)
+	counters *eventCounters
+}
+
+// procKey names a process: the init process has its container's ID.
+type procKey struct{ containerID, processID string }
+
+type procPhase uint8
+
+const (
+	phaseNone    procPhase = iota // nothing known yet
+	phaseCreated                  // created, not started: no exit is owed
+	phaseRunning                  // started: its exit is owed to the engine
+	phaseExited                   // its exit reached the engine, as an event or a Delete's status
+)
+
+// incarnation is one run of a process ID: a task or exec created, started
+// and ended. A container restarted under the same ID has several.
+type incarnation struct {
+	pid   uint32 // 0 until known (an exec before its start)
+	phase procPhase
+	// createdAt is when the incarnation was created (containerd's event
+	// time, or the local time before the API call); zero if unknown. An
+	// exit that happened before it belongs to an earlier incarnation.
+	createdAt time.Time
+	// loaded marks an incarnation the API found (Task, AttachTask) rather
+	// than saw being created or started.
+	loaded bool
+}
+
+type procRecord struct {
+	cur  incarnation
+	past []uint32 // pids of earlier incarnations whose exit is settled, newest last
+	gone bool     // deleted; kept as a tombstone for late events
+}
+
+type containerHold struct {
+	deletes int
+	held    []taskEvent
+}
+
+type tombstone struct {
+	key procKey
+	at  time.Time
+}
+
+// maxPastPids bounds the history of one process ID (an ID reused by
+// successive tasks or execs).
+const maxPastPids = 8
+
+type pendingProcess struct {
+	containerID, processID string
+	pid                    uint32
+}
+
+func newProcessStore(ttl time.Duration, max int, counters *eventCounters, emit func(taskEvent)) *processStore {
+	return &processStore{
+		procs:    make(map[procKey]*procRecord),
+		holds:    make(map[string]*containerHold),
+		ttl:      ttl,
+		max:      max,
+		now:      time.Now,
+		emit:     emit,
+		counters: counters,
+	}
+}
+
+func (s *processStore) get(k procKey) *procRecord {
+	r := s.procs[k]
+	if r == nil {
+		r = &procRecord{}
+		s.procs[k] = r
+	}
+	return r
+}
+
+// handle runs an event (from the stream, or synthesized) through the state
+// machine and emits what is to be delivered. Events of a container with a
+// delete in flight wait until it settles.
+func (s *processStore) handle(ev taskEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.holds[ev.info.ContainerID]; h != nil {
+		h.held = append(h.held, ev)
+		return
+	}
+	s.apply(ev)
+}
+
+func (s *processStore) apply(ev taskEvent) {
+	s.prune()
+	k := procKey{ev.info.ContainerID, ev.info.ProcessID}
+	deliver := true
+	switch {
+	case ev.deleted:
+		r := s.get(k)
+		deliver = r.deletedExit(ev.info.Pid)
+		if !r.live() {
+			s.bury(k, r)
+		}
+		if !deliver {
+			return
+		}
+		ev = taskEvent{typ: types.EventExit, info: ev.info, synthesized: true}
+	case ev.typ == types.EventCreate || ev.typ == types.EventExecAdded:
+		s.get(k).create(ev.info.Pid, ev.at)
+	case ev.typ == types.EventStart || ev.typ == types.EventExecStarted:
+		deliver = s.get(k).start(ev.info.Pid)
+	case ev.typ == types.EventExit:
+		deliver = s.get(k).exit(ev.info.Pid, ev.info.ExitedAt)
+	}
+	if !deliver {
+		s.counters.deduplicated.Add(1)
+		return
+	}
+	if ev.synthesized {
+		s.counters.synthesized.Add(1)
+	}
+	s.emit(ev)
+}
+
+// observeCreate records a process the API created (NewTask, Exec), created
+// at or after at.
+func (s *processStore) observeCreate(containerID, processID string, pid uint32, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.get(procKey{containerID, processID}).create(pid, at)
+}
+
+// observeStart records a process the API started (Task.Start, Exec), or
+// found running (Task, AttachTask).
+func (s *processStore) observeStart(containerID, processID string, pid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.get(procKey{containerID, processID}).start(pid)
+}
+
+// observeLoaded records a task the API loaded (Task, AttachTask). Whether
+// it was started is not asked here, which would cost a round trip the
+// engine makes anyway: it counts as running (its exit is owed) until a
+// Status the engine asks for says it is only created.
+func (s *processStore) observeLoaded(containerID string, pid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.get(procKey{containerID, containerID})
+	if pid == 0 || (r.cur.pid == pid && r.cur.phase != phaseNone && !r.gone) {
+		return
+	}
+	if r.start(pid) {
+		r.cur.loaded = true
+	}
+}
+
+// observeCreatedStatus records that a Status call found incarnation pid of
+// the init process created, not started: a loaded task owes no exit.
+func (s *processStore) observeCreatedStatus(containerID string, pid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.procs[procKey{containerID, containerID}]
+	if r != nil && r.cur.pid == pid && r.cur.loaded && r.cur.phase == phaseRunning {
+		r.cur.phase = phaseCreated
+	}
+}
+
+// known reports whether pid is the live incarnation of the process.
+func (s *processStore) known(containerID, processID string, pid uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.procs[procKey{containerID, processID}]
+	return r != nil && pid != 0 && r.cur.pid == pid && !r.gone
+}
+
+// deleteStarted is called before a delete through the API: the container's
+// events wait until deleteDone settles it.
+func (s *processStore) deleteStarted(containerID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.holds[containerID]
+	if h == nil {
+		h = &containerHold{}
+		s.holds[containerID] = h
+	}
+	h.deletes++
+}
+
+// deleteDone settles a delete begun with deleteStarted. When it succeeded
+// (consumed), the engine holds the exit status of (process, pid): that
+// incarnation is exited without an event, and gone. Then the events held
+// meanwhile go on, in order, once no other delete of the container is in
+// flight.
+func (s *processStore) deleteDone(containerID, processID string, pid uint32, consumed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if consumed {
+		k := procKey{containerID, processID}
+		r := s.get(k)
+		r.consume(pid)
+		if !r.live() {
+			s.bury(k, r)
+		}
+	}
+	h := s.holds[containerID]
+	if h == nil {
+		return
+	}
+	if h.deletes--; h.deletes > 0 {
+		return
+	}
+	delete(s.holds, containerID)
+	for _, ev := range h.held {
+		s.apply(ev)
+	}
+}
+
+// containerDeleted marks every process of a deleted container as gone.
+func (s *processStore) containerDeleted(containerID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, r := range s.procs {
+		if k.containerID == containerID {
+			s.bury(k, r)
+		}
+	}
+}
+
+// pending returns the running processes whose exit was not delivered and
+// that are not deleted: the ones reconciliation asks about.
+func (s *processStore) pending() []pendingProcess {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []pendingProcess
+	for k, r := range s.procs {
+		if r.cur.pid != 0 && r.cur.phase == phaseRunning && !r.gone {
+			out = append(out, pendingProcess{k.containerID, k.processID, r.cur.pid})
+		}
+	}
+	return out
+}
+
+// size returns the number of processes remembered.
+func (s *processStore) size() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.procs)
+}
+
+func (s *processStore) bury(k procKey, r *procRecord) {
+	if r.gone {
+		return
+	}
+	r.gone = true
+	s.tombstones = append(s.tombstones, tombstone{key: k, at: s.now()})
+	s.prune()
+}
+
+// prune forgets tombstones that are older than the TTL or beyond the bound.
+// A process revived since it was buried (a new incarnation) is kept.
+func (s *processStore) prune() {
+	now := s.now()
+	n := 0
+	for n < len(s.tombstones) && (len(s.tombstones)-n > s.max || now.Sub(s.tombstones[n].at) > s.ttl) {
+		if r := s.procs[s.tombstones[n].key]; r != nil && r.gone {
+			delete(s.procs, s.tombstones[n].key)
+		}
+		n++
+	}
+	if n > 0 {
+		s.tombstones = append(s.tombstones[:0], s.tombstones[n:]...)
+	}
+}
+
+func (r *procRecord) live() bool {
+	return r.cur.phase == phaseCreated || r.cur.phase == phaseRunning
+}
+
+// create records a create of pid (0: not known yet, an exec). The API and
+// the stream both report each create: a pid that names the live
+// incarnation is that incarnation; anything else starts a new one.
+func (r *procRecord) create(pid uint32, at time.Time) {
+	r.gone = false
+	if r.live() && (pid == 0 || pid == r.cur.pid || r.cur.pid == 0) {
+		if r.cur.pid == 0 {
+			r.cur.pid = pid
+		}
+		if !at.IsZero() && (r.cur.createdAt.IsZero() || at.Before(r.cur.createdAt)) {
+			r.cur.createdAt = at
+		}
+		return
+	}
+	r.retire()
+	r.cur = incarnation{pid: pid, phase: phaseCreated, createdAt: at}
+}
+
+// start records a start of pid and reports whether it is news to deliver.
+func (r *procRecord) start(pid uint32) bool {
+	switch {
+	case pid != 0 && pid == r.cur.pid, r.cur.pid == 0 && r.cur.phase == phaseCreated:
+		if r.cur.phase == phaseExited {
+			return false // exit is terminal
+		}
+		r.cur.pid, r.cur.phase, r.gone = pid, phaseRunning, false
+		return true
+	case slices.Contains(r.past, pid):
+		return false // a late start of an earlier incarnation
+	default:
+		// An incarnation whose create was not seen (loaded, or created
+		// before this client subscribed).
+		r.retire()
+		r.cur, r.gone = incarnation{pid: pid, phase: phaseRunning}, false
+		return true
+	}
+}
+
+// exit records an exit of pid at exitedAt and reports whether it is to be
+// delivered: once per incarnation.
+func (r *procRecord) exit(pid uint32, exitedAt time.Time) bool {
+	before := func(createdAt time.Time) bool {
+		return !exitedAt.IsZero() && !createdAt.IsZero() && exitedAt.Before(createdAt)
+	}
+	switch {
+	case pid == r.cur.pid && r.cur.phase != phaseNone, r.cur.pid == 0 && r.live():
+		if r.cur.phase == phaseExited || before(r.cur.createdAt) {
+			return false
+		}
+		r.cur.pid, r.cur.phase = pid, phaseExited
+		return true
+	case slices.Contains(r.past, pid), before(r.cur.createdAt):
+		return false
+	case r.cur.phase == phaseNone:
+		r.cur = incarnation{pid: pid, phase: phaseExited}
+		return true
+	default:
+		// The exit of a process this client never saw beside the one it
+		// knows: deliver it once.
+		r.remember(pid)
+		return true
+	}
+}
+
+// deletedExit records that someone deleted incarnation pid and reports
+// whether its exit is owed to the engine: that of a started process whose
+// exit was not delivered.
+func (r *procRecord) deletedExit(pid uint32) bool {
+	if pid == 0 || pid != r.cur.pid {
+		return false
+	}
+	owed := r.cur.phase == phaseRunning
+	r.cur.phase = phaseExited
+	return owed
+}
+
+// consume records that the engine got the exit status of incarnation pid
+// from its own delete.
+func (r *procRecord) consume(pid uint32) {
+	if pid == r.cur.pid || r.cur.pid == 0 {
+		r.cur.pid, r.cur.phase = pid, phaseExited
+		return
+	}
+	r.remember(pid)
+}
+
+// retire moves the current incarnation into the history when its exit is
+// settled; the exit of one replaced while live is still delivered.
+func (r *procRecord) retire() {
+	if r.cur.phase == phaseExited {
+		r.remember(r.cur.pid)
+	}
+}
+
+func (r *procRecord) remember(pid uint32) {
+	if pid == 0 || slices.Contains(r.past, pid) {
+		return
+	}
+	r.past = append(r.past, pid)
+	if len(r.past) > maxPastPids {
+		r.past = r.past[1:]
+	}
+}
