@@ -714,46 +714,6 @@ func TestCheckpointBadInput(t *testing.T) {
 	})
 }
 
-// TestCheckpointUnsupported checkpoints a task of plain runc, which needs
-// CRIU: when CRIU cannot dump here, the error is FailedPrecondition, the
-// task keeps running and no file is left behind.
-func TestCheckpointUnsupported(t *testing.T) {
-	t.Parallel()
-	if out, err := criuCheck(); err == nil {
-		t.Skipf("criu check passes here, so runc can checkpoint (see TestCheckpointCRIU): %s", out)
-	}
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, checkpointArgs)
-	task, _ := tc.startCheckpointTask(t, ctr, "")
-	defer tc.removeCheckpointTask(t, ctr, task)
-	for _, exists := range []bool{false, true} {
-		base := t.TempDir()
-		dir := filepath.Join(base, "checkpoint")
-		if exists {
-			if err := os.Mkdir(dir, 0o700); err != nil {
-				t.Fatal(err)
-			}
-		}
-		err := task.CreateCheckpoint(tc.ctx, dir, true)
-		if !errdefs.IsFailedPrecondition(err) {
-			t.Fatalf("checkpoint without a working CRIU: %v, want FailedPrecondition", err)
-		}
-		t.Logf("checkpoint without a working CRIU: %v", err)
-		if exists {
-			if left := dirEntries(t, dir); len(left) != 0 {
-				t.Fatalf("left in the checkpoint dir: %v", left)
-			}
-		} else if left := dirEntries(t, base); len(left) != 0 {
-			t.Fatalf("left next to the checkpoint dir: %v", left)
-		}
-		if st, err := task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
-			t.Fatalf("task status after the failed checkpoint: %+v, %v; want running", st, err)
-		}
-		tc.assertNoCheckpointLeftovers(t)
-	}
-}
-
 // criuCheck runs `criu check`, which fails where CRIU cannot dump.
 func criuCheck() (string, error) {
 	criu, err := exec.LookPath("criu")
@@ -762,69 +722,4 @@ func criuCheck() (string, error) {
 	}
 	out, err := exec.Command(criu, "check").CombinedOutput()
 	return strings.TrimSpace(string(out)), err
-}
-
-// TestCheckpointCRIU checkpoints a counter with real runc and CRIU and
-// restores it: the count goes on where it stopped. It needs a working CRIU
-// and skips otherwise: that is a capability of the machine, not a missing
-// daemon, so it skips even when integration tests are required.
-func TestCheckpointCRIU(t *testing.T) {
-	t.Parallel()
-	if out, err := criuCheck(); err != nil {
-		t.Skipf("real CRIU checkpoints cannot work here: criu check: %v: %s", err, out)
-	}
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done"})
-	var out capture
-	task, err := ctr.NewTask(tc.ctx, "", false, out.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	out.waitOutput(t, "\n5\n")
-
-	dir := filepath.Join(t.TempDir(), "checkpoint")
-	if err := task.CreateCheckpoint(tc.ctx, dir, true); err != nil {
-		t.Fatal(err)
-	}
-	tc.backend.waitEvent(t, id, types.EventExit, id)
-	if _, err := task.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	before, _ := out.wait(t)
-	last := lastCounterValue(t, before)
-
-	var restored capture
-	task, err = ctr.NewTask(tc.ctx, dir, false, restored.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.removeCheckpointTask(t, ctr, task)
-	if err := task.Start(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	restored.waitOutput(t, "\n"+strconv.Itoa(last+3)+"\n")
-	restored.mu.Lock()
-	first, _, _ := strings.Cut(restored.stdout.String(), "\n")
-	restored.mu.Unlock()
-	if n, err := strconv.Atoi(first); err != nil || n <= last {
-		t.Fatalf("restored counter starts at %q, want past %d", first, last)
-	}
-	tc.assertNoCheckpointLeftovers(t)
-}
-
-func lastCounterValue(t testing.TB, out string) int {
-	t.Helper()
-	lines := strings.Fields(out)
-	if len(lines) == 0 {
-		t.Fatal("no output before the checkpoint")
-	}
-	n, err := strconv.Atoi(lines[len(lines)-1])
-	if err != nil {
-		t.Fatalf("last output line %q: %v", lines[len(lines)-1], err)
-	}
-	return n
 }
