@@ -69,6 +69,17 @@ type Client struct {
 	inflightMu sync.Mutex
 	inflight   map[string]struct{}
 
+	// owned runs the goroutines the handles start (see goOwned); ownedCtx
+	// ends when the client closes.
+	owned       sync.WaitGroup
+	ownedCtx    context.Context
+	ownedCancel context.CancelFunc
+
+	// unclosedIOs are the IOs of tasks whose Start failed and that were
+	// not deleted: Close closes them (see taskIO).
+	ioMu        sync.Mutex
+	unclosedIOs map[*taskIO]struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -116,7 +127,10 @@ func New(ctx context.Context, cli *containerd.Client, stateDir, ns string, b typ
 		opts:      o,
 		events:    newEventMonitor(cli, ns, b, logger, o),
 		inflight:  make(map[string]struct{}),
+
+		unclosedIOs: make(map[*taskIO]struct{}),
 	}
+	c.ownedCtx, c.ownedCancel = context.WithCancel(context.WithoutCancel(ctx))
 	c.sweepOrphans(ctx)
 	c.events.start(ctx)
 	return c, nil
@@ -206,8 +220,39 @@ func (c *Client) Close() error {
 func (c *Client) CloseContext(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.events.close(ctx)
+		c.ownedCancel()
+		c.owned.Wait()
+		c.ioMu.Lock()
+		ios := make([]*taskIO, 0, len(c.unclosedIOs))
+		for tio := range c.unclosedIOs {
+			ios = append(ios, tio)
+		}
+		c.ioMu.Unlock()
+		for _, tio := range ios {
+			if err := tio.closeForClient(); err != nil {
+				c.logger.WithError(err).Warn("failed to close the io of a task that failed to start")
+			}
+		}
 	})
 	return c.closeErr
+}
+
+// goOwned runs f in a goroutine that Close ends (through ctx) and waits
+// for.
+func (c *Client) goOwned(f func(ctx context.Context)) {
+	c.owned.Go(func() { f(c.ownedCtx) })
+}
+
+func (c *Client) trackIO(t *taskIO) {
+	c.ioMu.Lock()
+	defer c.ioMu.Unlock()
+	c.unclosedIOs[t] = struct{}{}
+}
+
+func (c *Client) untrackIO(t *taskIO) {
+	c.ioMu.Lock()
+	defer c.ioMu.Unlock()
+	delete(c.unclosedIOs, t)
 }
 
 // withNamespace puts the client's namespace in ctx: every call a Client and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
@@ -241,5 +242,115 @@ func TestDeleteMobyBundles(t *testing.T) {
 			}
 			_ = os.Remove(bundle)
 		})
+	}
+}
+
+// TestRestoreDeleteConsumesExit is dockerd's live restore: containers
+// exit while the engine is down; the restarted engine finds their tasks
+// stopped, deletes them and handles the exit from the status Delete
+// returns. moby's client sends no exit event for those, so neither may
+// this one (dockerd would run its exit handler twice): not from the
+// Delete, the TaskDelete, a late TaskExit, nor reconciliation. An exit
+// that the engine does not consume with a Delete is still delivered, once.
+func TestRestoreDeleteConsumesExit(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	consumed := testutil.ID(t, "consumed")
+	unconsumed := testutil.ID(t, "unconsumed")
+	pids := map[string]uint32{}
+	for _, id := range []string{consumed, unconsumed} {
+		ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
+		var out capture
+		pids[id] = tc.createAndStart(t, ctr, false, out.attach).Pid()
+	}
+	// The engine goes away; both containers exit while it is down.
+	if err := tc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cli := tc.daemon.Client(t)
+	for _, id := range []string{consumed, unconsumed} {
+		ctr, err := cli.LoadContainer(tc.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := ctr.Task(tc.ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exited, err := raw.Wait(tc.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-exited
+	}
+
+	b := newRecordingBackend()
+	c, err := New(tc.ctx, cli, tc.stateDir, tc.ns, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	restarted := &testClient{Client: c, ctx: tc.ctx, ns: tc.ns, stateDir: tc.stateDir, backend: b, daemon: tc.daemon}
+
+	// Restore the way dockerd does: attach, ask the status, delete.
+	restore := func(id string) (types.Container, types.Task) {
+		ctr, err := c.LoadContainer(tc.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out capture
+		task, err := ctr.AttachTask(tc.ctx, out.attach)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := task.Status(tc.ctx); err != nil || st.Status != containerd.Stopped {
+			t.Fatalf("restored task of %s: status %v, %v; want stopped", id, st.Status, err)
+		}
+		return ctr, task
+	}
+	ctr, task := restore(consumed)
+	st, err := task.Delete(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ExitCode() != 137 {
+		t.Fatalf("Delete returned exit %d, want 137", st.ExitCode())
+	}
+	restarted.assertNoExitBefore(t, ctr, pids[consumed])
+
+	// Someone else deletes the other task: that exit reaches the engine.
+	ctr2, _ := restore(unconsumed)
+	raw, err := cli.LoadContainer(tc.ctx, unconsumed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawTask, err := raw.Task(tc.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rawTask.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exit := b.waitEvent(t, unconsumed, types.EventExit, unconsumed); exit.Pid != pids[unconsumed] || exit.ExitCode != 137 {
+		t.Fatalf("exit of the unconsumed task %+v, want pid %d code 137", exit, pids[unconsumed])
+	}
+	// Run one more incarnation so that any second copy would be there.
+	restarted.assertNoExitBefore(t, ctr2, 0)
+	n := 0
+	for _, e := range b.of(unconsumed) {
+		if e.Type == types.EventExit && e.Info.Pid == pids[unconsumed] {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("exit of the unconsumed task delivered %d times: %v", n, b.of(unconsumed))
+	}
+	for _, c := range []types.Container{ctr, ctr2} {
+		if err := c.Delete(tc.ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -50,6 +50,11 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 	if attachStdio == nil {
 		return nil, fmt.Errorf("new task %s: stdio callback is nil: %w", id, errdefs.ErrInvalidArgument)
 	}
+	if err := ctx.Err(); err != nil {
+		// Before the stdio callback runs: containerd's client calls it
+		// before its first request.
+		return nil, fmt.Errorf("new task %s: %w", id, err)
+	}
 	md, spec, err := c.info(ctx)
 	if err != nil {
 		return nil, err
@@ -94,7 +99,8 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 		taskOpts = append(taskOpts, opt)
 	}
 
-	procC := make(chan containerd.Process, 1)
+	handoff := newProcessHandoff()
+	defer handoff.abandon()
 	fifoCfg := fifoPaths(bundle, id, withStdin, spec.Process.Terminal)
 	var tio *taskIO
 	createdAt := time.Now()
@@ -103,22 +109,21 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 		if err != nil {
 			return nil, err
 		}
-		rio, err := c.client.processIO(ctx, fifos, procC, attachStdio)
+		rio, err := c.client.processIO(ctx, fifos, handoff, attachStdio)
 		if err != nil {
 			return nil, err
 		}
-		tio = &taskIO{IO: rio}
+		tio = &taskIO{IO: rio, client: c.client}
 		return tio, nil
 	}, taskOpts...)
 	if err != nil {
 		// containerd cancels and closes the IO (removing the FIFOs) itself.
-		close(procC)
 		if errdefs.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("new task %s: task already exists: %w", id, errdefs.ErrConflict)
 		}
 		return nil, fmt.Errorf("new task %s: %w", id, wrapError(err))
 	}
-	procC <- t
+	handoff.created(t)
 	c.client.events.store.observeCreate(id, id, t.Pid(), createdAt)
 	if checkpointDir != "" {
 		// A restored task runs once created.
@@ -146,7 +151,8 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 	if attachStdio == nil {
 		return nil, fmt.Errorf("attach task %s: stdio callback is nil: %w", id, errdefs.ErrInvalidArgument)
 	}
-	procC := make(chan containerd.Process, 1)
+	handoff := newProcessHandoff()
+	defer handoff.abandon()
 	var tio *taskIO
 	t, err := c.c8dCtr.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
 		// containerd's set removes the FIFOs (and the bundle, if that
@@ -159,19 +165,18 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 			}
 			return fifos.Close()
 		})
-		rio, err := c.client.processIO(ctx, own, procC, attachStdio)
+		rio, err := c.client.processIO(ctx, own, handoff, attachStdio)
 		if err != nil {
 			return nil, err
 		}
 		attached.Store(true)
-		tio = &taskIO{IO: rio}
+		tio = &taskIO{IO: rio, client: c.client}
 		return tio, nil
 	})
 	if err != nil {
-		close(procC)
 		return nil, fmt.Errorf("attach task %s: %w", id, wrapError(err))
 	}
-	procC <- t
+	handoff.created(t)
 	c.client.events.store.observeLoaded(id, t.Pid())
 	return &task{c8dTask: t, ctr: c, io: tio}, nil
 }

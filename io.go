@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -159,12 +158,11 @@ func describeMode(m os.FileMode) string {
 
 // processIO opens fifos as a DirectIO, hands it to attachStdio and returns
 // the engine's cio.IO. When the engine closes the DirectIO's Stdin, the
-// process's stdin is closed too, through CloseIO, as soon as proc delivers
-// the process (before that, it has no stdin to close); a closed proc means
-// the process was never created.
+// process's stdin is closed too, through CloseIO, as soon as proc hands
+// over the process (before that, it has no stdin to close).
 //
 // On error everything is closed and the FIFOs are removed.
-func (c *Client) processIO(ctx context.Context, fifos *cio.FIFOSet, proc <-chan containerd.Process, attachStdio types.StdioCallback) (_ cio.IO, retErr error) {
+func (c *Client) processIO(ctx context.Context, fifos *cio.FIFOSet, proc *processHandoff, attachStdio types.StdioCallback) (_ cio.IO, retErr error) {
 	if attachStdio == nil {
 		_ = fifos.Close()
 		return nil, fmt.Errorf("stdio callback is nil: %w", errdefs.ErrInvalidArgument)
@@ -182,7 +180,7 @@ func (c *Client) processIO(ctx context.Context, fifos *cio.FIFOSet, proc <-chan 
 		}
 	}()
 	if dio.Stdin != nil {
-		dio.Stdin = &stdinCloser{WriteCloser: dio.Stdin, proc: proc, ns: c.ns, logger: c.logger}
+		dio.Stdin = &stdinCloser{WriteCloser: dio.Stdin, proc: proc, client: c}
 	}
 	rio, err := callStdio(attachStdio, dio)
 	if err != nil {
@@ -209,14 +207,36 @@ func callStdio(attachStdio types.StdioCallback, dio *cio.DirectIO) (rio cio.IO, 
 	return rio, nil
 }
 
+// processHandoff hands the process created with an IO over to the IO's
+// stdin closer, which needs it to close the process's stdin in the shim.
+// The creator calls created with the process, or abandon when creating it
+// failed; whichever comes first counts, so `defer h.abandon()` right after
+// newProcessHandoff covers every error path.
+type processHandoff struct {
+	c    chan containerd.Process // receives the process, then is closed
+	once sync.Once
+}
+
+func newProcessHandoff() *processHandoff {
+	return &processHandoff{c: make(chan containerd.Process, 1)}
+}
+
+func (h *processHandoff) created(p containerd.Process) {
+	h.once.Do(func() {
+		h.c <- p
+		close(h.c)
+	})
+}
+
+func (h *processHandoff) abandon() { h.once.Do(func() { close(h.c) }) }
+
 // stdinCloser closes a process's stdin FIFO and then, once, the process's
 // stdin in the shim, so that the process sees EOF even while the shim holds
 // the FIFO open.
 type stdinCloser struct {
 	io.WriteCloser
-	proc   <-chan containerd.Process
-	ns     string
-	logger *log.Entry
+	proc   *processHandoff
+	client *Client
 
 	once sync.Once
 	err  error
@@ -226,27 +246,32 @@ func (s *stdinCloser) Close() error {
 	s.once.Do(func() {
 		s.err = s.WriteCloser.Close()
 		select {
-		case p, ok := <-s.proc:
+		case p, ok := <-s.proc.c:
 			if ok {
-				s.err = errors.Join(s.err, closeStdin(s.ns, p))
+				s.err = errors.Join(s.err, closeStdin(context.Background(), s.client.ns, p))
 			}
 		default:
-			// The process does not exist yet; close its stdin once it does.
-			// The channel is always sent to or closed by the creator.
-			go func() {
-				if p, ok := <-s.proc; ok {
-					if err := closeStdin(s.ns, p); err != nil {
-						s.logger.WithError(err).WithField("process", p.ID()).Error("failed to close process stdin")
+			// The process does not exist yet; close its stdin once it
+			// does, unless the client is closed first.
+			s.client.goOwned(func(ctx context.Context) {
+				select {
+				case p, ok := <-s.proc.c:
+					if !ok {
+						return
 					}
+					if err := closeStdin(ctx, s.client.ns, p); err != nil {
+						s.client.logger.WithError(err).WithField("process", p.ID()).Error("failed to close process stdin")
+					}
+				case <-ctx.Done():
 				}
-			}()
+			})
 		}
 	})
 	return s.err
 }
 
-func closeStdin(ns string, p containerd.Process) error {
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), closeStdinTimeout)
+func closeStdin(ctx context.Context, ns string, p containerd.Process) error {
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(ctx, ns), closeStdinTimeout)
 	defer cancel()
 	err := wrapError(p.CloseIO(ctx, containerd.WithStdinCloser))
 	// A process that is gone or a shim that went away has no stdin left.
@@ -256,25 +281,93 @@ func closeStdin(ns string, p containerd.Process) error {
 	return err
 }
 
-// taskIO is the IO of a task as handed to containerd. It lets Task.Start
-// keep containerd's client from closing it when the start fails: the task
-// may be running, and its FIFOs must stay until Delete.
+// taskIO is the IO of a task as handed to containerd. containerd's
+// Task.Start closes the IO on any error, which would remove the FIFOs of a
+// task that may well be running (a Start while containerd restarts, or a
+// second Start): Task.Start holds the IO meanwhile. Holds are counted
+// (Starts may run concurrently); a Close that arrives during a hold runs
+// when the last hold is released if the task was deleted meanwhile (a
+// Delete racing a Start); otherwise it came from a failed Start, and the
+// IO is closed by the task's Delete or, at the latest, by Client.Close.
 type taskIO struct {
 	cio.IO
-	hold atomic.Bool
+	client *Client
+
+	mu           sync.Mutex
+	holds        int
+	closeWanted  bool // Close was called during a hold
+	deleted      bool // the task was deleted through the API
+	closed       bool
+	closeErr     error
+	trackedByCli bool // waits in the client for Close
 }
 
-func (t *taskIO) holdClose(hold bool) { t.hold.Store(hold) }
+// hold keeps Close from running until release.
+func (t *taskIO) hold() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.holds++
+}
+
+func (t *taskIO) release() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.holds--; t.holds > 0 || !t.closeWanted || t.closed {
+		return
+	}
+	if t.deleted {
+		t.closeLocked()
+		return
+	}
+	if !t.trackedByCli {
+		t.trackedByCli = true
+		t.client.trackIO(t)
+	}
+}
+
+// markDeleted records that the task was deleted: its IO is closed for good.
+func (t *taskIO) markDeleted() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.deleted = true
+	if t.holds == 0 && t.closeWanted {
+		t.closeLocked()
+	}
+}
 
 func (t *taskIO) Cancel() {
-	if !t.hold.Load() {
+	t.mu.Lock()
+	held := t.holds > 0
+	t.mu.Unlock()
+	if !held {
 		t.IO.Cancel()
 	}
 }
 
 func (t *taskIO) Close() error {
-	if t.hold.Load() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.holds > 0 {
+		t.closeWanted = true
 		return nil
 	}
-	return t.IO.Close()
+	return t.closeLocked()
+}
+
+// closeForClient closes the IO when the client closes.
+func (t *taskIO) closeForClient() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closeLocked()
+}
+
+func (t *taskIO) closeLocked() error {
+	if !t.closed {
+		t.closed = true
+		t.closeErr = t.IO.Close()
+		if t.trackedByCli {
+			t.client.untrackIO(t)
+		}
+	}
+	return t.closeErr
 }

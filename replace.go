@@ -40,7 +40,11 @@ func removeStale(ctx context.Context, client types.Client, id string) error {
 	t, err := old.Task(ctx)
 	switch {
 	case err == nil:
-		if err := t.ForceDelete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		del := t.ForceDelete
+		if own, ok := t.(*task); ok {
+			del = own.forceDeleteStale
+		}
+		if err := del(ctx); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("delete task of stale container %s: %w", id, err)
 		}
 	case !errdefs.IsNotFound(err):

@@ -1,6 +1,7 @@
 package libcontainerd
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,7 +15,10 @@ import (
 )
 
 // TestSweepOrphans checks what NewClient removes from its state directory:
-// old bundles of containers containerd does not have, and nothing else.
+// old bundles, with or without FIFOs, of containers containerd does not
+// have, and nothing else. The state directory is laid out as in dockerd's
+// default setup, where it is also its managed containerd's
+// (<exec-root>/containerd) and where the plugin executor keeps sockets.
 func TestSweepOrphans(t *testing.T) {
 	t.Parallel()
 	d := testutil.Shared(t)
@@ -24,18 +28,40 @@ func TestSweepOrphans(t *testing.T) {
 	outside := t.TempDir()
 	old := time.Now().Add(-2 * orphanMinAge)
 
-	mkdir := func(name string, mtime time.Time) string {
-		p := filepath.Join(stateDir, name)
+	var kept, removed []string
+	path := func(name string) string { return filepath.Join(stateDir, name) }
+	mkdir := func(name string) string {
+		p := path(name)
 		if err := os.MkdirAll(p, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Mkfifo(filepath.Join(p, name+"-stdout"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(p, mtime, mtime); err != nil {
+		return p
+	}
+	fifo := func(p string) string {
+		if err := unix.Mkfifo(p, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return p
+	}
+	file := func(p string) string {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	socket := func(p string) string {
+		l, err := net.Listen("unix", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return p
+	}
+	bindMount := func(src, dst string) {
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(dst, unix.MNT_DETACH) })
 	}
 
 	// A container that containerd has, in this namespace and in another.
@@ -54,20 +80,63 @@ func TestSweepOrphans(t *testing.T) {
 		_ = cli.NamespaceService().Delete(otherCtx, ns+"-b")
 	})
 
-	keepLive := mkdir(live, old)
-	keepOther := mkdir(otherLive, old)
-	keepFresh := mkdir("fresh-orphan", time.Now())
-	keepNotAnID := mkdir(".not-an-id", old)
-	orphan := mkdir("orphan", old)
-	target := filepath.Join(outside, "precious")
-	if err := os.WriteFile(target, []byte("keep me"), 0o600); err != nil {
+	// Bundles of live containers, also in moby's user-namespace layout.
+	kept = append(kept, fifo(filepath.Join(mkdir(live), live+"-stdout")))
+	kept = append(kept, fifo(filepath.Join(mkdir(otherLive), otherLive+"-stdout")))
+	kept = append(kept, fifo(filepath.Join(mkdir(live+".1000.1000"), live+"-stdout")))
+
+	// dockerd's managed containerd: sockets, pid file, config, its state.
+	for _, s := range []string{"containerd.sock", "containerd.sock.ttrpc", "containerd-debug.sock"} {
+		kept = append(kept, socket(path(s)))
+	}
+	kept = append(kept, file(path("containerd.pid")), file(path("containerd.toml")))
+	shimState := mkdir("daemon/io.containerd.runtime.v2.task/moby/abc")
+	kept = append(kept, file(filepath.Join(shimState, "config.json")), socket(filepath.Join(shimState, "s")))
+	kept = append(kept, mkdir("daemon/io.containerd.grpc.v1.cri"))
+	// A v1 plugin's socket directory.
+	kept = append(kept, socket(filepath.Join(mkdir("plugin1"), "p.sock")))
+
+	// Directories that look like bundles but are not provably orphans.
+	bound := mkdir("bound")
+	kept = append(kept, fifo(filepath.Join(bound, "bound-stdout")))
+	rootfs := filepath.Join(bound, "rootfs")
+	if err := os.Mkdir(rootfs, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	link := filepath.Join(stateDir, "planted-link")
-	if err := os.Symlink(outside, link); err != nil {
+	bindMount(outside, rootfs)
+	kept = append(kept, file(filepath.Join(outside, "precious")))
+	mountedSrc := t.TempDir()
+	fifo(filepath.Join(mountedSrc, "m-stdout"))
+	mounted := mkdir("mounted")
+	bindMount(mountedSrc, mounted)
+	kept = append(kept, filepath.Join(mounted, "m-stdout"))
+	kept = append(kept, file(filepath.Join(mkdir("with-file"), "with-file-stdout")))
+	kept = append(kept, fifo(filepath.Join(mkdir("bad-fifo-name"), "stdout")))
+	kept = append(kept, fifo(filepath.Join(mkdir("fresh-orphan"), "fresh-orphan-stdout")))
+	kept = append(kept, fifo(filepath.Join(mkdir(".not-an-id"), "x-stdout")))
+	if err := os.Symlink(outside, path("planted-link")); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Lutimes(link, []unix.Timeval{unix.NsecToTimeval(old.UnixNano()), unix.NsecToTimeval(old.UnixNano())}); err != nil {
+	kept = append(kept, path("planted-link"))
+
+	// True orphans: with FIFOs, and empty.
+	orphan := mkdir("orphan")
+	removed = append(removed, fifo(filepath.Join(orphan, "orphan-stdout")), fifo(filepath.Join(orphan, "exec1-stdin")), orphan)
+	removed = append(removed, mkdir("empty-orphan"))
+
+	// Age everything but the fresh orphan (and the mount point's source,
+	// which the sweep must not look into at all).
+	err = filepath.Walk(stateDir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || p == stateDir || filepath.Dir(p) == path("fresh-orphan") || p == path("fresh-orphan") {
+			return err
+		}
+		return unix.Lutimes(p, []unix.Timeval{unix.NsecToTimeval(old.UnixNano()), unix.NsecToTimeval(old.UnixNano())})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sweep must not be fooled by a mount point's old contents.
+	if err := os.Chtimes(mountedSrc, old, old); err != nil {
 		t.Fatal(err)
 	}
 
@@ -77,12 +146,12 @@ func TestSweepOrphans(t *testing.T) {
 	}
 	defer c.Close()
 
-	for _, p := range []string{keepLive, keepOther, keepFresh, keepNotAnID, target} {
+	for _, p := range kept {
 		if _, err := os.Lstat(p); err != nil {
 			t.Errorf("%s removed: %v", p, err)
 		}
 	}
-	for _, p := range []string{orphan, link} {
+	for _, p := range removed {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
 			t.Errorf("%s not removed: %v", p, err)
 		}

@@ -48,8 +48,8 @@ func (t *task) Start(ctx context.Context) (retErr error) {
 	// the FIFOs of a task that may well be running (a Start while
 	// containerd restarts, or a second Start); the IO is closed by Delete.
 	if t.io != nil {
-		t.io.holdClose(true)
-		defer t.io.holdClose(false)
+		t.io.hold()
+		defer t.io.release()
 	}
 	if err := t.c8dTask.Start(ctx); err != nil {
 		return t.errorf("start", err)
@@ -127,6 +127,17 @@ func (t *task) ForceDelete(ctx context.Context) error {
 	return err
 }
 
+// forceDeleteStale kills and deletes the task of a container that
+// ReplaceContainer replaces. The engine gets no exit status from it, so the
+// exit is delivered as an event, as with moby.
+func (t *task) forceDeleteStale(ctx context.Context) error {
+	_, err := t.c8dTask.Delete(t.ctx(ctx), containerd.WithProcessKill)
+	if err == nil && t.io != nil {
+		t.io.markDeleted()
+	}
+	return t.errorf("force delete", err)
+}
+
 // Status returns the task's status.
 func (t *task) Status(ctx context.Context) (containerd.Status, error) {
 	s, err := t.c8dTask.Status(t.ctx(ctx))
@@ -158,6 +169,9 @@ func (t *task) delete(ctx context.Context, op string, opts ...containerd.Process
 	})
 	if err != nil {
 		return nil, t.errorf(op, err)
+	}
+	if t.io != nil {
+		t.io.markDeleted()
 	}
 	return status, nil
 }
@@ -208,6 +222,11 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 		// The init process's FIFOs have this name.
 		return nil, fmt.Errorf("exec %s: id of the container's init process: %w", processID, errdefs.ErrConflict)
 	}
+	if err := ctx.Err(); err != nil {
+		// Before the stdio callback runs: containerd's client calls it
+		// before its first request.
+		return nil, fmt.Errorf("exec %s: %w", processID, err)
+	}
 	md, err := t.ctr.c8dCtr.Info(ctx, containerd.WithoutRefreshedMetadata)
 	if err != nil {
 		return nil, fmt.Errorf("exec %s: %w", processID, wrapError(err))
@@ -233,7 +252,8 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 		return nil
 	}
 
-	procC := make(chan containerd.Process, 1)
+	handoff := newProcessHandoff()
+	defer handoff.abandon()
 	fifoCfg := fifoPaths(bundle, processID, withStdin, spec.Terminal)
 	createdAt := time.Now()
 	p, err := t.c8dTask.Exec(ctx, processID, spec, func(string) (cio.IO, error) {
@@ -241,11 +261,10 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 		if err != nil {
 			return nil, err
 		}
-		return t.ctr.client.processIO(ctx, fifos, procC, attachStdio)
+		return t.ctr.client.processIO(ctx, fifos, handoff, attachStdio)
 	})
 	if err != nil {
 		// containerd closes the IO (removing the FIFOs) itself.
-		close(procC)
 		if errdefs.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("exec %s: id already in use: %w", processID, errdefs.ErrConflict)
 		}
@@ -254,7 +273,6 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 	// The shim opens an exec's stdin at start, so CloseIO is only possible
 	// from then on.
 	if err := p.Start(ctx); err != nil {
-		close(procC)
 		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), execCleanupTimeout)
 		defer cancel()
 		if _, derr := p.Delete(cleanupCtx); derr != nil && !errdefs.IsNotFound(wrapError(derr)) {
@@ -262,7 +280,7 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 		}
 		return nil, fmt.Errorf("start exec %s: %w", processID, wrapError(err))
 	}
-	procC <- p
+	handoff.created(p)
 	t.ctr.client.events.store.observeCreate(ctrID, processID, p.Pid(), createdAt)
 	t.ctr.client.events.store.observeStart(ctrID, processID, p.Pid())
 	return &process{c8dProc: p, ctr: t.ctr}, nil

@@ -165,3 +165,36 @@ func assertPrivate(t testing.TB, path string, wantType os.FileMode) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// assertNoExitBefore proves that no exit event of incarnation pid of ctr's
+// init process reaches the Backend: it runs one more incarnation of the
+// container and waits for that one's exit, which containerd publishes
+// after every event of the earlier one (a late copy of an earlier exit is
+// dropped by pid), then checks that no exit of pid came before it.
+func (tc *testClient) assertNoExitBefore(t testing.TB, ctr types.Container, pid uint32) {
+	t.Helper()
+	id := ctr.(*container).c8dCtr.ID()
+	// Deleting an attached task removes its emptied bundle, as with moby,
+	// whose engine makes a new container (and bundle) for every start.
+	if err := os.MkdirAll(filepath.Join(tc.stateDir, id), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var out capture
+	next := tc.createAndStart(t, ctr, false, out.attach)
+	if err := next.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitUntil(t, "exit of the next incarnation", func(evs []event) bool {
+		return slices.ContainsFunc(evs, func(e event) bool {
+			return e.Type == types.EventExit && e.Info.ContainerID == id && e.Info.Pid == next.Pid()
+		})
+	})
+	if _, err := next.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range tc.backend.of(id) {
+		if e.Type == types.EventExit && e.Info.Pid == pid && e.Info.ProcessID == id {
+			t.Fatalf("exit of pid %d delivered although its delete returned it: %v", pid, tc.backend.of(id))
+		}
+	}
+}
