@@ -23,9 +23,9 @@ import (
 // spec and records it in the container's DockerContainerBundlePath label.
 //
 // Without a user namespace the directory is owned by root with mode 0700.
-// With one, it is owned by the uid and gid that root maps to, and every
-// component of bundleDir that the remapped root could not traverse is
-// replaced by a sibling "<component>.<uid>.<gid>" owned by it (moby's
+// With one, every component of bundleDir that the remapped root could not
+// traverse, the bundle itself included, is replaced by a sibling
+// "<component>.<uid>.<gid>" owned by the uid and gid root maps to (moby's
 // layout); the label then names that path.
 func WithBundle(bundleDir string, ociSpec *specs.Spec) containerd.NewContainerOpts {
 	return withBundle(bundleDir, ociSpec, nil)
@@ -69,9 +69,20 @@ func makeBundle(bundleDir string, ociSpec *specs.Spec) (path string, created boo
 	uid, gid := remappedRoot(ociSpec)
 	path = bundleDir
 	if uid != 0 || gid != 0 {
-		var err error
-		if path, err = remappedBundlePath(bundleDir, uid, gid); err != nil {
+		var (
+			searchable bool
+			err        error
+		)
+		if path, searchable, err = remappedBundlePath(bundleDir, uid, gid); err != nil {
 			return "", false, fmt.Errorf("bundle %s: %w", bundleDir, fsError(err))
+		}
+		if searchable {
+			// moby uses an existing bundle the remapped root can search as
+			// it is; so does this, but never through a symlink.
+			if fi, err := os.Lstat(path); err != nil || !fi.IsDir() {
+				return path, false, fmt.Errorf("bundle %s is not a directory: %w", path, errdefs.ErrInvalidArgument)
+			}
+			return path, false, nil
 		}
 	} else if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return "", false, fmt.Errorf("bundle %s: %w", bundleDir, fsError(err))
@@ -102,41 +113,51 @@ func makeBundle(bundleDir string, ociSpec *specs.Spec) (path string, created boo
 	return path, created, nil
 }
 
-// remappedBundlePath walks bundleDir's parents from the root and swaps each
-// component the remapped root cannot search (missing, or without the
-// other-execute bit) for "<component>.<uid>.<gid>", created 0700 and owned
-// by uid:gid; one that is not a directory is InvalidArgument. It returns
-// the path the bundle itself goes to.
-func remappedBundlePath(bundleDir string, uid, gid int) (string, error) {
+// remappedBundlePath walks bundleDir's components from the root, as moby's
+// WithBundle does, and swaps each one the remapped root cannot search
+// (missing, or without the other-execute bit) for "<component>.<uid>.<gid>":
+// a parent is created 0700 and owned by uid:gid here, the bundle itself by
+// makeBundle. So a new bundle is <parent>.<uid>.<gid>/<id>.<uid>.<gid>
+// when the state directory is private. A parent that is not a directory
+// is InvalidArgument. It returns the path the bundle goes to, and whether
+// that is an existing directory the remapped root can search, which moby
+// uses as it is.
+func remappedBundlePath(bundleDir string, uid, gid int) (path string, searchable bool, _ error) {
 	parent := string(filepath.Separator)
 	components := strings.Split(strings.Trim(filepath.Clean(bundleDir), string(filepath.Separator)), string(filepath.Separator))
-	for _, name := range components[:len(components)-1] {
+	for i, name := range components {
 		p := filepath.Join(parent, name)
 		fi, err := os.Stat(p)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return "", err
+			return "", false, err
 		}
 		if err == nil && fi.Mode().Perm()&0o001 != 0 {
+			if i == len(components)-1 {
+				return p, fi.IsDir(), nil
+			}
 			parent = p
 			continue
 		}
 		p = fmt.Sprintf("%s.%d.%d", p, uid, gid)
+		if i == len(components)-1 {
+			return p, false, nil
+		}
 		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return "", err
+			return "", false, err
 		}
 		// Neither the chown nor the bundle may follow a symlink planted
 		// there out of the state directory's parent.
 		if fi, err := os.Lstat(p); err != nil {
-			return "", err
+			return "", false, err
 		} else if !fi.IsDir() {
-			return "", fmt.Errorf("%s is not a directory (%s): %w", p, fi.Mode().Type(), errdefs.ErrInvalidArgument)
+			return "", false, fmt.Errorf("%s is not a directory (%s): %w", p, fi.Mode().Type(), errdefs.ErrInvalidArgument)
 		}
 		if err := os.Lchown(p, uid, gid); err != nil {
-			return "", err
+			return "", false, err
 		}
 		parent = p
 	}
-	return filepath.Join(parent, components[len(components)-1]), nil
+	return parent, false, nil
 }
 
 // remappedRoot returns the host uid and gid that the container's root maps

@@ -304,12 +304,15 @@ func TestCheckpointCRIU(t *testing.T) {
 			}
 			tc.assertRestoredEvents(t, restored)
 
-			tc.stopAndCheckExit(t, restored)
 			if exit {
 				tc.removeCounter(t, orig)
 			} else {
+				// The copy is on its own: the original's end is not its.
 				tc.stopAndCheckExit(t, orig)
+				restored.roundTrip(t, "alone")
+				restored.waitCount(t, len(restored.stdout()), 2)
 			}
+			tc.stopAndCheckExit(t, restored)
 			tc.assertNothingLeft(t)
 		})
 	}

@@ -365,7 +365,7 @@ func TestWithBundleUserNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	owned := filepath.Join(base, "state.100000.100000")
-	bundle := filepath.Join(owned, "userns")
+	bundle := filepath.Join(owned, "userns.100000.100000")
 	if got := md.Labels[DockerContainerBundlePath]; got != bundle {
 		t.Fatalf("bundle label %q, want %q", got, bundle)
 	}
@@ -382,6 +382,18 @@ func TestWithBundleUserNamespace(t *testing.T) {
 	}
 	if left := dirEntries(t, stateDir); len(left) != 0 {
 		t.Fatalf("created in the state dir root cannot search: %v", left)
+	}
+	// An existing bundle the remapped root can search is used as it is.
+	open := filepath.Join(base, "open", "ctr")
+	if err := os.MkdirAll(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	md = containers.Container{}
+	if err := WithBundle(open, spec)(context.Background(), nil, &md); err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Labels[DockerContainerBundlePath]; got != open {
+		t.Fatalf("bundle label %q, want the searchable %q", got, open)
 	}
 
 	// Without a user namespace the bundle is root's, at the path asked for.

@@ -4,7 +4,9 @@
 // default, Debian's 1.6 with -containerd debian) under a temporary
 // directory, builds a busybox root filesystem, and drives one container
 // through the library: create, stream its output, round-trip its stdin, run
-// an exec, pause and resume, read its cgroup stats, kill and delete it.
+// an exec, pause and resume, read its cgroup stats, checkpoint it with CRIU
+// and restore it (when `criu check` passes; `make tools` provides such a
+// criu), kill and delete it.
 // Every event the library delivers to its Backend is printed as it arrives.
 // At the end it shuts everything down and checks that nothing is left: no
 // shim, no temporary directory, no runc state or cgroup of its namespace.
@@ -27,6 +29,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,12 +59,16 @@ const (
 )
 
 // initScript is the container's process: it greets, echoes its stdin until
-// EOF, then idles until SIGTERM, which it answers with exit status 143.
+// EOF, then counts ticks (in its memory only, which a restore must bring
+// back) until SIGTERM, which it answers with exit status 143. SIGUSR1 makes
+// it print the count.
 const initScript = `echo "hello from $(hostname), pid $$"
 while read -r line; do echo "you said: $line"; done
 echo "stdin closed"
-trap 'echo "got SIGTERM, exiting"; exit 143' TERM
-while :; do sleep 0.1; done`
+n=0
+trap 'echo "tick $n"' USR1
+trap 'echo "got SIGTERM after $n ticks, exiting"; exit 143' TERM
+while :; do n=$((n+1)); sleep 0.1; done`
 
 func main() {
 	flavor := flag.String("containerd", testutil.FlavorV2,
@@ -304,6 +311,12 @@ func drive(ctx context.Context, con *console, client *libcontainerd.Client, back
 	}
 	printStats(con, stats)
 
+	// After the stats: containerd 2.4's shim has no cgroup for a restored
+	// task, whose Stats then fail.
+	if task, out, err = checkpointRestore(ctx, con, ctr, task, backend, out); err != nil {
+		return err
+	}
+
 	con.section("kill and delete")
 	con.info("sending SIGTERM")
 	if err := task.Kill(ctx, syscall.SIGTERM); err != nil {
@@ -321,6 +334,115 @@ func drive(ctx context.Context, con *console, client *libcontainerd.Client, back
 	}
 	con.ok("task deleted, exit status %d", st.ExitCode())
 	return nil
+}
+
+// checkpointRestore checkpoints the task with CRIU, which stops it, and
+// restores it into the same container from the checkpoint directory; it
+// returns the restored task and its stdout. Without a CRIU that passes
+// `criu check` the step is skipped and the task goes on as it was.
+func checkpointRestore(ctx context.Context, con *console, ctr types.Container, task types.Task, backend *printingBackend, out *stream) (types.Task, *stream, error) {
+	con.section("checkpoint and restore with CRIU")
+	criu, err := workingCRIU()
+	if err != nil {
+		con.info("skipped: %v", err)
+		return task, out, nil
+	}
+	con.ok("%s passes `criu check`", criu)
+	before, err := askCount(ctx, task, out)
+	if err != nil {
+		return nil, nil, err
+	}
+	con.ok("the count is at %d", before)
+
+	dir, err := os.MkdirTemp("", "lcd-demo-checkpoint-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	if err := task.CreateCheckpoint(ctx, dir, true); err != nil {
+		return nil, nil, err
+	}
+	files, size, err := dirSize(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	con.ok("checkpointed into %s: %d files, %s", dir, files, mib(uint64(size)))
+	if _, err := backend.waitFor(ctx, types.EventExit, containerID); err != nil {
+		return nil, nil, err
+	}
+	out.wait(ctx)
+	st, err := task.Delete(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	con.ok("the dump stopped the task (exit status %d), task deleted", st.ExitCode())
+
+	restoredOut := newStream(con, "stdout")
+	restoredErr := newStream(con, "stderr")
+	restored, err := ctr.NewTask(ctx, dir, false, func(dio *cio.DirectIO) (cio.IO, error) {
+		go restoredOut.follow(dio.Stdout)
+		go restoredErr.follow(dio.Stderr)
+		return dio, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := restored.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	con.ok("task restored from the checkpoint, pid %d", restored.Pid())
+	after, err := askCount(ctx, restored, restoredOut)
+	if err != nil {
+		return nil, nil, err
+	}
+	if after < before {
+		return nil, nil, fmt.Errorf("the restored process counts from %d, below the %d it had: it restarted", after, before)
+	}
+	con.ok("the count went on from %d to %d: the restored process has its memory, it did not restart", before, after)
+	return restored, restoredOut, nil
+}
+
+// workingCRIU returns the criu in PATH, the one the daemon's runc runs, if
+// it passes `criu check`.
+func workingCRIU() (string, error) {
+	criu, err := exec.LookPath("criu")
+	if err != nil {
+		return "", fmt.Errorf("no criu in PATH (make tools provides one): %w", err)
+	}
+	if out, err := exec.Command(criu, "check").CombinedOutput(); err != nil {
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return "", fmt.Errorf("%s fails `criu check` (%v): %s", criu, err, lines[len(lines)-1])
+	}
+	return criu, nil
+}
+
+// askCount sends SIGUSR1 to the task and returns the count it prints.
+func askCount(ctx context.Context, task types.Task, out *stream) (int, error) {
+	if err := task.Kill(ctx, syscall.SIGUSR1); err != nil {
+		return 0, err
+	}
+	line, err := out.waitLine(ctx, "tick ")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "tick ")))
+}
+
+// dirSize counts the files under dir and their bytes.
+func dirSize(dir string) (files int, size int64, err error) {
+	err = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		files++
+		size += fi.Size()
+		return nil
+	})
+	return files, size, err
 }
 
 func printStats(con *console, s *types.Stats) {
@@ -493,18 +615,24 @@ func (s *stream) follow(r io.Reader) {
 
 // waitFor waits for a line that contains want.
 func (s *stream) waitFor(ctx context.Context, want string) error {
+	_, err := s.waitLine(ctx, want)
+	return err
+}
+
+// waitLine waits for a line that contains want and returns it.
+func (s *stream) waitLine(ctx context.Context, want string) (string, error) {
 	timeout := time.NewTimer(stepTimeout)
 	defer timeout.Stop()
 	for {
 		select {
 		case l := <-s.lines:
 			if strings.Contains(l, want) {
-				return nil
+				return l, nil
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return "", ctx.Err()
 		case <-timeout.C:
-			return fmt.Errorf("no line %q on %s within %v", want, s.name, stepTimeout)
+			return "", fmt.Errorf("no line %q on %s within %v", want, s.name, stepTimeout)
 		}
 	}
 }
