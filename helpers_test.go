@@ -263,3 +263,21 @@ func dirEntries(t testing.TB, dir string) []string {
 	}
 	return names
 }
+
+// eventually polls cond until it holds, failing t after waitTimeout with
+// what and cond's last report. It is for state the test cannot be told
+// about (the kernel's, containerd's, counters), never to order events.
+func eventually(t testing.TB, what string, cond func() (ok bool, report string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		ok, report := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %s", what, report)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
