@@ -1,31 +1,3 @@
-// Package libcontainerd drives containerd for a container engine: it wraps a
-// containerd v2 client and hands out container, task and process handles
-// with FIFO stdio (as cio.DirectIO), while one event subscription per
-// namespace delivers task events, in order per container, to a Backend.
-//
-// It is a drop-in successor of github.com/docker/docker/libcontainerd
-// (remote, types and queue): the same names and signatures, the same bundle
-// label and FIFO layout on disk, so containers created by either can be
-// loaded and re-attached by the other.
-//
-// A minimal engine:
-//
-//	cli, _ := containerd.New("/run/containerd/containerd.sock")
-//	c, err := libcontainerd.NewClient(ctx, cli, "/var/run/engine/containerd", "engine", backend)
-//	ctr, err := c.NewContainer(ctx, "web", spec, "io.containerd.runc.v2", &runcoptions.Options{})
-//	task, err := ctr.NewTask(ctx, "", false, func(dio *cio.DirectIO) (cio.IO, error) {
-//		go io.Copy(os.Stdout, dio.Stdout)
-//		go io.Copy(os.Stderr, dio.Stderr)
-//		return dio, nil
-//	})
-//	err = task.Start(ctx)
-//	// backend.ProcessEvent receives create, start and, when it ends, exit.
-//
-// Beyond moby's copy, the client delivers each exit exactly once, also
-// across a containerd restart (it reconnects with backoff and reconciles
-// what it missed), retries events the Backend failed, validates IDs before
-// touching the filesystem, classifies every error with containerd/errdefs,
-// and can be closed: see Client.Close.
 package libcontainerd
 
 import (

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -438,45 +439,53 @@ func TestBackendRetry(t *testing.T) {
 	}
 }
 
-// TestBackendRetryExhausted drops an event after the configured attempts
-// and goes on with the container's next event.
-func TestBackendRetryExhausted(t *testing.T) {
+// TestBackendErrorAttempts checks how often a failing ProcessEvent is
+// called: once by default, as moby does (dockerd's handler has side effects
+// before it can fail), and the configured attempts with WithEventRetry;
+// then the event is dropped and the container's next event goes on.
+func TestBackendErrorAttempts(t *testing.T) {
 	t.Parallel()
-	d := testutil.Shared(t)
-	ctx, ns := testutil.Context(t, d)
-	id := testutil.ID(t)
-	b := newRecordingBackend()
-	var calls int
-	b.fail = func(_ string, et types.EventType, _ types.EventInfo) error {
-		if et == types.EventCreate {
-			calls++
-			return errors.New("rejected")
-		}
-		return nil
-	}
-	c, err := New(ctx, d.Client(t), t.TempDir(), ns, b, WithEventRetry(3, time.Millisecond, time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tc := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
-	ctr := tc.newContainer(t, id, []string{"true"})
-	task, err := ctr.NewTask(ctx, "", false, (&capture{}).attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	b.waitEvent(t, id, types.EventExit, id)
-	if calls != 3 {
-		t.Fatalf("create delivered %d times, want 3 attempts", calls)
-	}
-	if m := c.Metrics(); m.Dropped != 1 || m.Retried != 2 {
-		t.Fatalf("metrics %+v: want 1 dropped, 2 retried", m)
-	}
-	if _, err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name           string
+		opts           []Option
+		calls, retried uint64
+	}{
+		{"default", nil, 1, 0},
+		{"WithEventRetry", []Option{WithEventRetry(3, time.Millisecond, time.Millisecond)}, 3, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := testutil.Shared(t)
+			ctx, ns := testutil.Context(t, d)
+			id := testutil.ID(t)
+			b := newRecordingBackend()
+			var calls atomic.Uint64
+			b.fail = func(_ string, et types.EventType, _ types.EventInfo) error {
+				if et == types.EventCreate {
+					calls.Add(1)
+					return errors.New("rejected")
+				}
+				return nil
+			}
+			c, err := New(ctx, d.Client(t), t.TempDir(), ns, b, tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			client := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
+			ctr := client.newContainer(t, id, []string{"true"})
+			task := client.createAndStart(t, ctr, false, (&capture{}).attach)
+			b.waitEvent(t, id, types.EventExit, id)
+			if n := calls.Load(); n != tc.calls {
+				t.Fatalf("create delivered %d times, want %d", n, tc.calls)
+			}
+			if m := c.Metrics(); m.Dropped != 1 || m.Retried != tc.retried {
+				t.Fatalf("metrics %+v: want 1 dropped, %d retried", m, tc.retried)
+			}
+			if _, err := task.Delete(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

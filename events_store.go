@@ -8,37 +8,11 @@ import (
 	"github.com/ctrkit/libcontainerd/types"
 )
 
-// The process store decides which events reach the engine. It is a pure
-// state machine: inputs are events from the stream, exits synthesized by
-// reconciliation and what the API calls observe; its output is the events
-// to deliver, handed to emit in the order they are to be delivered.
-//
-// Each process (container ID, process ID) has a current incarnation, in
-// one of these phases, and remembers the pids of a few earlier ones:
-//
-//	input                               | effect
-//	------------------------------------+-------------------------------------------------
-//	create (TaskCreate, ExecAdded,      | same pid as a live incarnation: nothing; else a
-//	  NewTask, Exec)                    | new incarnation, created (a reused pid included)
-//	start (TaskStart, ExecStarted,      | created -> running; an exited incarnation stays
-//	  Task.Start, Exec)                 | exited and the start is dropped (exit is terminal)
-//	exit (TaskExit)                     | running or created -> exited, delivered once; an
-//	                                    | exit of an earlier incarnation (its pid, or an
-//	                                    | exit time before this one's create) is dropped
-//	delete through the API (Task.Delete,| events of the container are held while the call
-//	  ForceDelete, Process.Delete)      | runs; on success the incarnation is exited with
-//	                                    | no event (the engine has the status), then gone;
-//	                                    | on failure the held events go on as they were
-//	TaskDelete (someone else's delete)  | running -> exited, delivered from the delete's
-//	                                    | status; created -> no exit is owed; then gone
-//	reconcile found stopped             | running -> exited with containerd's status; a
-//	                                    | different pid stopped -> exited, status unknown
-//	reconcile found gone                | running -> exited, status unknown (255, NotFound)
-//	container deleted                   | every process of the container is gone
-//
-// "gone" processes stay as tombstones for a while (bounded in number and
-// age) because containerd 2.x can publish a TaskExit after the TaskDelete
-// of its task.
+// processStore decides which events reach the engine: a pure state
+// machine whose inputs are the stream's events, exits synthesized by
+// reconciliation and what the API calls observe, and whose output is the
+// events to deliver, handed to emit in delivery order. Its states and
+// transitions are documented in the package doc ("Exits, exactly once").
 type processStore struct {
 	mu         sync.Mutex
 	procs      map[procKey]*procRecord
