@@ -11,20 +11,17 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	apitypes "github.com/containerd/containerd/api/types"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -265,15 +262,6 @@ func checkpointError(err error) error {
 		return wrapError(err)
 	}
 	return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
-}
-
-// isRunc reports whether the container runs with runc, the only runtime
-// whose checkpoint options are known.
-func isRunc(c *container, md containers.Container) bool {
-	if c.runcOptions != nil || strings.HasPrefix(md.Runtime.Name, "io.containerd.runc.") {
-		return true
-	}
-	return md.Runtime.Options != nil && typeurl.Is(md.Runtime.Options, &runcoptions.Options{})
 }
 
 // checkpointLayer reads the checkpoint image's index and returns its

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
@@ -13,7 +12,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctrkit/libcontainerd/types"
@@ -139,16 +137,8 @@ func (c *Client) NewContainer(ctx context.Context, id string, spec *specs.Spec, 
 	if err := validateSpec(spec); err != nil {
 		return nil, err
 	}
-	if runtimeOptions != nil {
-		ro, err := typeurl.MarshalAny(runtimeOptions)
-		if err != nil {
-			return nil, fmt.Errorf("container %s: runtime options of type %T: %w: %w", id, runtimeOptions, errdefs.ErrInvalidArgument, err)
-		}
-		// The runc shim asserts the type of its options and crashes on
-		// any other, which containerd reports as Unavailable.
-		if isRuncShim(shim) && !typeurl.Is(ro, &runcoptions.Options{}) {
-			return nil, fmt.Errorf("container %s: runtime options of type %T are not runc options: %w", id, runtimeOptions, errdefs.ErrInvalidArgument)
-		}
+	if err := checkRuntimeOptions(id, shim, runtimeOptions); err != nil {
+		return nil, err
 	}
 	var bundle bundleRecord
 	defer func() {
@@ -248,22 +238,4 @@ func (c *Client) reserve(ctrID, id string) (release func(), _ error) {
 		delete(c.inflight, key)
 		c.inflightMu.Unlock()
 	}, nil
-}
-
-// isRuncShim reports whether shim names containerd's runc shim, whose
-// options are runcoptions.Options.
-func isRuncShim(shim string) bool {
-	return strings.HasPrefix(shim, "io.containerd.runc.")
-}
-
-func validateSpec(spec *specs.Spec) error {
-	switch {
-	case spec == nil:
-		return fmt.Errorf("spec is nil: %w", errdefs.ErrInvalidArgument)
-	case spec.Root == nil:
-		return fmt.Errorf("spec has no root: %w", errdefs.ErrInvalidArgument)
-	case spec.Process == nil:
-		return fmt.Errorf("spec has no process: %w", errdefs.ErrInvalidArgument)
-	}
-	return nil
 }

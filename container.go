@@ -15,10 +15,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"go.opentelemetry.io/otel/attribute"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/ctrkit/libcontainerd/types"
 )
@@ -256,36 +254,4 @@ func (c *container) bundle(md containers.Container) (string, error) {
 		return "", fmt.Errorf("container %s has no bundle label %s: %w", md.ID, DockerContainerBundlePath, errdefs.ErrFailedPrecondition)
 	}
 	return b, nil
-}
-
-// taskRuncOptions returns the runc options for a new task: the container's,
-// with the IO owned by the user root maps to. It returns nil for other
-// shims, whose options containerd passes on unchanged.
-func (c *container) taskRuncOptions(md containers.Container, spec *specs.Spec) (*runcoptions.Options, error) {
-	base := c.runcOptions
-	// A container created without runtime options comes back from
-	// containerd with a nil *anypb.Any in a non-nil interface: its type URL
-	// is empty.
-	if base == nil && md.Runtime.Options != nil && md.Runtime.Options.GetTypeUrl() != "" {
-		if !typeurl.Is(md.Runtime.Options, &runcoptions.Options{}) {
-			// Another client made the container: the runc shim would
-			// crash on these options; other shims get them unchanged.
-			if isRuncShim(md.Runtime.Name) {
-				return nil, fmt.Errorf("container %s: runtime options %s are not runc options: %w", md.ID, md.Runtime.Options.GetTypeUrl(), errdefs.ErrFailedPrecondition)
-			}
-			return nil, nil
-		}
-		v, err := typeurl.UnmarshalAny(md.Runtime.Options)
-		if err != nil {
-			return nil, fmt.Errorf("container %s: decode runtime options: %w", md.ID, errdefs.ErrFailedPrecondition)
-		}
-		base, _ = v.(*runcoptions.Options)
-	}
-	if base == nil {
-		return nil, nil
-	}
-	opts := proto.Clone(base).(*runcoptions.Options)
-	uid, gid := remappedRoot(spec)
-	opts.IoUid, opts.IoGid = uint32(uid), uint32(gid)
-	return opts, nil
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc/status"
@@ -90,16 +89,6 @@ func classFromMessage(msg string) error {
 		if strings.Contains(msg, m.substr) {
 			return m.class
 		}
-	}
-	return nil
-}
-
-// validateID checks a container or exec ID against containerd's identifier
-// rules before the ID is used as a path component. The error is of class
-// errdefs.ErrInvalidArgument.
-func validateID(kind, id string) error {
-	if err := identifiers.Validate(id); err != nil {
-		return fmt.Errorf("invalid %s id: %w", kind, err)
 	}
 	return nil
 }
