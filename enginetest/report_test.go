@@ -1,0 +1,183 @@
+//go:build enginetest && linux
+
+package enginetest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// kind says how an observation is judged.
+type kind int
+
+const (
+	same     kind = iota // ours must show what stock shows
+	recorded             // written beside each other, not compared (a known difference)
+	required             // ours must meet a requirement; stock's value is recorded
+)
+
+type observation struct {
+	key  string
+	kind kind
+	val  string
+	ok   bool   // for required: whether this build met the requirement
+	want string // for required: the requirement, in words
+}
+
+// result is what one scenario observed on one build, in order.
+type result struct {
+	obs   []observation
+	index map[string]int
+}
+
+func (r *result) add(o observation) {
+	if r.index == nil {
+		r.index = map[string]int{}
+	}
+	if i, ok := r.index[o.key]; ok {
+		r.obs[i] = o
+		return
+	}
+	r.index[o.key] = len(r.obs)
+	r.obs = append(r.obs, o)
+}
+
+// same records a value ours must share with stock.
+func (r *result) same(key string, format string, args ...any) {
+	r.add(observation{key: key, kind: same, val: fmt.Sprintf(format, args...)})
+}
+
+// record records a value shown beside stock's, not compared.
+func (r *result) record(key string, format string, args ...any) {
+	r.add(observation{key: key, kind: recorded, val: fmt.Sprintf(format, args...)})
+}
+
+// require records a value and whether it meets want, which ours must.
+func (r *result) require(key string, ok bool, want string, format string, args ...any) {
+	r.add(observation{key: key, kind: required, val: fmt.Sprintf(format, args...), ok: ok, want: want})
+}
+
+func (r *result) get(key string) (observation, bool) {
+	i, ok := r.index[key]
+	if !ok {
+		return observation{}, false
+	}
+	return r.obs[i], true
+}
+
+// row is one line of the side-by-side table.
+type row struct {
+	flavor, scenario, key string
+	stock, ours           string
+	verdict               string
+}
+
+var report struct {
+	mu    sync.Mutex
+	rows  []row
+	times []string
+}
+
+// compare judges ours against stock for one scenario, fails t for every
+// difference and unmet requirement, and adds the rows to the report.
+func compare(t *testing.T, flavor, scenario string, stock, ours *result) {
+	t.Helper()
+	keys := []string{}
+	seen := map[string]bool{}
+	for _, r := range []*result{stock, ours} {
+		for _, o := range r.obs {
+			if !seen[o.key] {
+				seen[o.key] = true
+				keys = append(keys, o.key)
+			}
+		}
+	}
+	report.mu.Lock()
+	defer report.mu.Unlock()
+	for _, k := range keys {
+		s, sok := stock.get(k)
+		o, ook := ours.get(k)
+		rw := row{flavor: flavor, scenario: scenario, key: k, stock: s.val, ours: o.val}
+		if !sok {
+			rw.stock = "(none)"
+		}
+		if !ook {
+			rw.ours = "(none)"
+		}
+		kd := s.kind
+		if ook {
+			kd = o.kind
+		}
+		switch kd {
+		case same:
+			if sok && ook && s.val == o.val {
+				rw.verdict = "same"
+			} else {
+				rw.verdict = "**DIFF**"
+				t.Errorf("%s: stock %q, ours %q", k, rw.stock, rw.ours)
+			}
+		case recorded:
+			rw.verdict = "recorded"
+		case required:
+			switch {
+			case !ook:
+				rw.verdict = "**FAIL**"
+				t.Errorf("%s: ours did not get this far (%s)", k, o.want)
+			case !o.ok:
+				rw.verdict = "**FAIL**: " + o.want
+				t.Errorf("%s: ours %q, want %s (stock %q)", k, o.val, o.want, rw.stock)
+			default:
+				rw.verdict = "ok: " + o.want
+			}
+			if sok && !s.ok {
+				rw.stock += " (fails it)"
+			}
+		}
+		report.rows = append(report.rows, rw)
+	}
+}
+
+func addTiming(format string, args ...any) {
+	report.mu.Lock()
+	defer report.mu.Unlock()
+	report.times = append(report.times, fmt.Sprintf(format, args...))
+}
+
+// writeReport writes the table as Markdown to ENGINE_REPORT.
+func writeReport(t *testing.T) {
+	path := envOr("ENGINE_REPORT", filepath.Join(run.buildDir, "report.md"))
+	report.mu.Lock()
+	defer report.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "Engine test run of %s (dockerd v28.5.2 stock vs forwarded to this module).\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	b.WriteString("| containerd | scenario | observation | stock | ours | verdict |\n|---|---|---|---|---|---|\n")
+	for _, r := range report.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.flavor, r.scenario, cell(r.key), cell(r.stock), cell(r.ours), r.verdict)
+	}
+	if len(report.times) > 0 {
+		b.WriteString("\nTimes:\n\n")
+		for _, s := range report.times {
+			fmt.Fprintf(&b, "- %s\n", s)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Error(err)
+		return
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Error(err)
+		return
+	}
+	t.Logf("report written to %s", path)
+}
+
+func cell(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	s = strings.ReplaceAll(s, "\r", "")
+	return strings.ReplaceAll(s, "\n", "<br>")
+}
