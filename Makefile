@@ -75,3 +75,11 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s); seeds are in fuzz_test
 lint: ## gofmt check and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+ENGINE_CONTAINERD ?= v2,debian
+
+.PHONY: engine-test
+engine-test: tools ## dockerd v28.5.2 stock vs on this module, compared through the docker CLI on containerd 2.4 and 1.6 (ENGINE_CONTAINERD=v2,debian); see docs/engine.md
+	GO=$(GO) enginetest/build.sh
+	$(GO) vet -tags enginetest ./enginetest
+	ENGINE_CONTAINERD=$(ENGINE_CONTAINERD) $(GO) test -tags enginetest -count=1 -timeout 30m -v ./enginetest
