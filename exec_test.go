@@ -292,38 +292,6 @@ func TestExecNotFound(t *testing.T) {
 	}
 }
 
-// TestExecHostileIDs checks that exec IDs that are not identifiers are
-// refused before any FIFO is made.
-func TestExecHostileIDs(t *testing.T) {
-	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-
-	before := snapshotDir(t, filepath.Dir(tc.stateDir))
-	for name, execID := range hostileIDs {
-		t.Run(name, func(t *testing.T) {
-			called := false
-			_, err := task.Exec(tc.ctx, execID, tc.processSpec(t, id, "true"), true, func(dio *cio.DirectIO) (cio.IO, error) {
-				called = true
-				return dio, nil
-			})
-			if !errdefs.IsInvalidArgument(err) {
-				t.Fatalf("Exec(%q): %v, want InvalidArgument", execID, err)
-			}
-			if called {
-				t.Fatal("stdio callback called")
-			}
-		})
-	}
-	if after := snapshotDir(t, filepath.Dir(tc.stateDir)); !slices.Equal(after, before) {
-		t.Fatalf("files changed: %v, were %v", after, before)
-	}
-	if n := countEvents(tc.backend.all(), id, types.EventExecAdded); n != 0 {
-		t.Fatalf("%d exec-added events", n)
-	}
-}
-
 // TestFailuresLeaveNoFIFOs checks that a NewTask or Exec that fails, in the
 // engine's stdio callback or in containerd, removes the FIFOs it made and
 // leaves the ID free.

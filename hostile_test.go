@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/api/services/tasks/v1"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
@@ -24,175 +23,6 @@ import (
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
 )
-
-// errorClasses are the errdefs classes, in the order classesOf reports
-// them. Canceled also holds for context.Canceled.
-var errorClasses = []struct {
-	name string
-	is   func(error) bool
-}{
-	{"Canceled", errdefs.IsCanceled},
-	{"DeadlineExceeded", errdefs.IsDeadlineExceeded},
-	{"NotFound", errdefs.IsNotFound},
-	{"Conflict", errdefs.IsConflict},
-	{"AlreadyExists", errdefs.IsAlreadyExists},
-	{"InvalidArgument", errdefs.IsInvalidArgument},
-	{"FailedPrecondition", errdefs.IsFailedPrecondition},
-	{"Unavailable", errdefs.IsUnavailable},
-	{"PermissionDenied", errdefs.IsPermissionDenied},
-	{"ResourceExhausted", errdefs.IsResourceExhausted},
-	{"NotImplemented", errdefs.IsNotImplemented},
-	{"Internal", errdefs.IsInternal},
-	{"Aborted", errdefs.IsAborted},
-	{"OutOfRange", errdefs.IsOutOfRange},
-	{"Unauthorized", errdefs.IsUnauthorized},
-	{"DataLoss", errdefs.IsDataLoss},
-	{"Unknown", errdefs.IsUnknown},
-}
-
-// classesOf names the errdefs classes of err, "+"-separated; "" when it
-// has none.
-func classesOf(err error) string {
-	var names []string
-	for _, c := range errorClasses {
-		if c.is(err) {
-			names = append(names, c.name)
-		}
-	}
-	return strings.Join(names, "+")
-}
-
-// wantClass fails t unless err is of errdefs class want, and logs the
-// classes it has, so that a run shows what each daemon gave.
-func wantClass(t testing.TB, what string, err error, want string) {
-	t.Helper()
-	got := classesOf(err)
-	t.Logf("%s: [%s] %v", what, got, err)
-	if err == nil || !slices.Contains(strings.Split(got, "+"), want) {
-		t.Errorf("%s: %v (classes %q), want %s", what, err, got, want)
-	}
-}
-
-// hostileState is what a refused call must leave as it was: every file
-// under the state directory, with its inode, and the containers and tasks
-// containerd has in the test's namespace.
-type hostileState struct {
-	files, containers, tasks []string
-}
-
-func (tc *testClient) hostileState(t testing.TB) hostileState {
-	t.Helper()
-	s := hostileState{files: snapshotDir(t, tc.stateDir)}
-	ctrs, err := tc.c8dClient.ContainerService().List(tc.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range ctrs {
-		s.containers = append(s.containers, c.ID)
-	}
-	resp, err := tc.c8dClient.TaskService().List(tc.ctx, &tasks.ListTasksRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range resp.Tasks {
-		s.tasks = append(s.tasks, fmt.Sprintf("%s@%d", p.ID, p.Pid))
-	}
-	slices.Sort(s.containers)
-	slices.Sort(s.tasks)
-	return s
-}
-
-// assertUnchanged fails t if the state directory or containerd's
-// containers and tasks differ from before.
-func (tc *testClient) assertUnchanged(t testing.TB, what string, before hostileState) {
-	t.Helper()
-	after := tc.hostileState(t)
-	if !slices.Equal(after.files, before.files) {
-		t.Errorf("%s: state dir holds %v, held %v", what, after.files, before.files)
-	}
-	if !slices.Equal(after.containers, before.containers) {
-		t.Errorf("%s: containers %v, were %v", what, after.containers, before.containers)
-	}
-	if !slices.Equal(after.tasks, before.tasks) {
-		t.Errorf("%s: tasks %v, were %v", what, after.tasks, before.tasks)
-	}
-}
-
-// assertNoProcess fails t if task ctrID has an exec execID in containerd.
-func (tc *testClient) assertNoProcess(t testing.TB, ctrID, execID string) {
-	t.Helper()
-	_, err := tc.c8dClient.TaskService().Get(tc.ctx, &tasks.GetRequest{ContainerID: ctrID, ExecID: execID})
-	if !errdefs.IsNotFound(wrapError(err)) {
-		t.Errorf("exec %s of %s in containerd: %v, want NotFound", execID, ctrID, err)
-	}
-}
-
-// call is one method call on a handle, for tables that call every method.
-type call struct {
-	name string
-	fn   func(context.Context) error
-}
-
-// containerCalls are the methods of ctr; attach is the stdio callback of
-// NewTask and AttachTask.
-func containerCalls(ctr types.Container, attach types.StdioCallback) []call {
-	return []call{
-		{"Container.NewTask", func(ctx context.Context) error { _, err := ctr.NewTask(ctx, "", true, attach); return err }},
-		{"Container.Task", func(ctx context.Context) error { _, err := ctr.Task(ctx); return err }},
-		{"Container.AttachTask", func(ctx context.Context) error { _, err := ctr.AttachTask(ctx, attach); return err }},
-		{"Container.Delete", ctr.Delete},
-	}
-}
-
-// taskCalls are the methods of task; exec is the process spec of Exec,
-// whose ID is execID, and checkpointDir the directory of CreateCheckpoint.
-func taskCalls(task types.Task, execID string, exec *specs.Process, checkpointDir string, attach types.StdioCallback) []call {
-	return []call{
-		{"Task.Pid", func(context.Context) error { task.Pid(); return errNoError }},
-		{"Task.Start", task.Start},
-		{"Task.Kill", func(ctx context.Context) error { return task.Kill(ctx, syscall.SIGCONT) }},
-		{"Task.Resize", func(ctx context.Context) error { return task.Resize(ctx, 80, 24) }},
-		{"Task.Pause", task.Pause},
-		{"Task.Resume", task.Resume},
-		{"Task.Stats", func(ctx context.Context) error { _, err := task.Stats(ctx); return err }},
-		{"Task.Pids", func(ctx context.Context) error { _, err := task.Pids(ctx); return err }},
-		{"Task.Summary", func(ctx context.Context) error { _, err := task.Summary(ctx); return err }},
-		{"Task.Status", func(ctx context.Context) error { _, err := task.Status(ctx); return err }},
-		{"Task.Exec", func(ctx context.Context) error { _, err := task.Exec(ctx, execID, exec, true, attach); return err }},
-		{"Task.UpdateResources", func(ctx context.Context) error {
-			return task.UpdateResources(ctx, &types.Resources{Pids: &specs.LinuxPids{Limit: ptrTo[int64](100)}})
-		}},
-		{"Task.CreateCheckpoint", func(ctx context.Context) error { return task.CreateCheckpoint(ctx, checkpointDir, false) }},
-		{"Task.Delete", func(ctx context.Context) error { _, err := task.Delete(ctx); return err }},
-		{"Task.ForceDelete", task.ForceDelete},
-	}
-}
-
-// processCalls are the methods of p.
-func processCalls(p types.Process) []call {
-	return []call{
-		{"Process.Pid", func(context.Context) error { p.Pid(); return errNoError }},
-		{"Process.Kill", func(ctx context.Context) error { return p.Kill(ctx, syscall.SIGCONT) }},
-		{"Process.Resize", func(ctx context.Context) error { return p.Resize(ctx, 80, 24) }},
-		{"Process.Delete", func(ctx context.Context) error { _, err := p.Delete(ctx); return err }},
-	}
-}
-
-// errNoError stands for the result of a method that returns no error (a
-// Pid), which is only checked not to panic.
-var errNoError = errors.New("method returns no error")
-
-// recordingAttach is a stdio callback that records that it was called and
-// captures the streams.
-type recordingAttach struct {
-	capture
-	called bool
-}
-
-func (r *recordingAttach) attach(dio *cio.DirectIO) (cio.IO, error) {
-	r.called = true
-	return r.capture.attach(dio)
-}
 
 // TestHostileSpecs checks that specs without what a container needs are
 // refused as InvalidArgument before anything is created.
@@ -226,19 +56,6 @@ func TestHostileSpecs(t *testing.T) {
 			t.Fatalf("bundle: %v", err)
 		}
 	})
-}
-
-// assertRuntimeError fails t unless err has a class, and one that does not
-// mislead an engine: not Unavailable (retry) nor NotFound (the container
-// is gone). containerd 1.6 and 2.4 report a shim they cannot resolve as
-// Unknown.
-func assertRuntimeError(t testing.TB, what string, err error) {
-	t.Helper()
-	cls := classesOf(err)
-	t.Logf("%s: [%s] %v", what, cls, err)
-	if err == nil || cls == "" || errdefs.IsUnavailable(err) || errdefs.IsNotFound(err) {
-		t.Errorf("%s: %v (classes %q), want a class other than Unavailable and NotFound", what, err, cls)
-	}
 }
 
 // TestHostileShim checks shims that do not exist: containerd takes the
@@ -916,5 +733,86 @@ func TestHostileSymlinks(t *testing.T) {
 
 	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
 		t.Errorf("left in the state dir: %v", left)
+	}
+}
+
+// hostileIDs are container and exec IDs that are not containerd
+// identifiers; moby's copy used some of them as paths.
+var hostileIDs = map[string]string{
+	"parent":    "../x",
+	"dotdot":    "..",
+	"slash":     "a/b",
+	"absolute":  "/x",
+	"empty":     "",
+	"too long":  strings.Repeat("x", 77),
+	"nul":       "a\x00b",
+	"deep up":   "../../x",
+	"newline":   "a\nb",
+	"dot start": ".x",
+}
+
+// TestHostileContainerIDs checks that NewContainer and LoadContainer refuse
+// IDs that are not identifiers before touching the filesystem or
+// containerd.
+func TestHostileContainerIDs(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	spec := tc.spec(t, "hostile", []string{"true"})
+	parent := filepath.Dir(tc.stateDir)
+	before := snapshotDir(t, parent)
+	for name, id := range hostileIDs {
+		t.Run(name, func(t *testing.T) {
+			if _, err := tc.NewContainer(tc.ctx, id, spec, runcShim, &runcoptions.Options{}); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("NewContainer(%q): %v, want InvalidArgument", id, err)
+			}
+			if _, err := tc.LoadContainer(tc.ctx, id); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("LoadContainer(%q): %v, want InvalidArgument", id, err)
+			}
+			if _, err := ReplaceContainer(tc.ctx, tc.Client, id, spec, runcShim, &runcoptions.Options{}); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("ReplaceContainer(%q): %v, want InvalidArgument", id, err)
+			}
+		})
+	}
+	if after := snapshotDir(t, parent); !slices.Equal(after, before) {
+		t.Fatalf("files under %s changed: %v, were %v", parent, after, before)
+	}
+	ctrs, err := tc.c8dClient.Containers(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctrs) != 0 {
+		t.Fatalf("%d containers created", len(ctrs))
+	}
+}
+
+// TestExecHostileIDs checks that exec IDs that are not identifiers are
+// refused before any FIFO is made.
+func TestExecHostileIDs(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+
+	before := snapshotDir(t, filepath.Dir(tc.stateDir))
+	for name, execID := range hostileIDs {
+		t.Run(name, func(t *testing.T) {
+			called := false
+			_, err := task.Exec(tc.ctx, execID, tc.processSpec(t, id, "true"), true, func(dio *cio.DirectIO) (cio.IO, error) {
+				called = true
+				return dio, nil
+			})
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("Exec(%q): %v, want InvalidArgument", execID, err)
+			}
+			if called {
+				t.Fatal("stdio callback called")
+			}
+		})
+	}
+	if after := snapshotDir(t, filepath.Dir(tc.stateDir)); !slices.Equal(after, before) {
+		t.Fatalf("files changed: %v, were %v", after, before)
+	}
+	if n := countEvents(tc.backend.all(), id, types.EventExecAdded); n != 0 {
+		t.Fatalf("%d exec-added events", n)
 	}
 }

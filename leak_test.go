@@ -2,7 +2,6 @@ package libcontainerd
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -16,32 +15,6 @@ import (
 
 // leakCycles is the number of full lifecycles TestNoLeaks runs.
 const leakCycles = 500
-
-// openFDs counts the process's open file descriptors.
-func openFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// settle waits until measure() <= want, failing t after a deadline.
-func settle(t testing.TB, what string, want int, measure func() int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := measure()
-		if n <= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d, want <= %d", what, n, want)
-		}
-		time.Sleep(10 * time.Millisecond) // closed streams and FIFOs are released asynchronously
-	}
-}
 
 // TestNoLeaks runs full lifecycles (container, task with stdin, start,
 // exec, exit, delete) and checks that goroutines and file descriptors come

@@ -1,14 +1,18 @@
 package libcontainerd
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctrkit/libcontainerd/internal/testutil"
@@ -156,4 +160,84 @@ func TestSweepOrphans(t *testing.T) {
 			t.Errorf("%s not removed: %v", p, err)
 		}
 	}
+}
+
+// TestWithBundleUserNamespace checks the bundle of a container with a user
+// namespace: owned by the uid and gid root maps to, behind a parent it can
+// search, in moby's layout.
+func TestWithBundleUserNamespace(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	base := t.TempDir()
+	// The remapped root must be able to search the test's directories; a
+	// component it cannot search is swapped for one of its own.
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stateDir := filepath.Join(base, "state")
+	if err := os.Mkdir(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec := &specs.Spec{Linux: &specs.Linux{
+		Namespaces:  []specs.LinuxNamespace{{Type: specs.UserNamespace}, {Type: specs.MountNamespace}},
+		UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
+		GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
+	}}
+	var md containers.Container
+	if err := WithBundle(filepath.Join(stateDir, "userns"), spec)(context.Background(), nil, &md); err != nil {
+		t.Fatal(err)
+	}
+	owned := filepath.Join(base, "state.100000.100000")
+	bundle := filepath.Join(owned, "userns.100000.100000")
+	if got := md.Labels[DockerContainerBundlePath]; got != bundle {
+		t.Fatalf("bundle label %q, want %q", got, bundle)
+	}
+	for _, p := range []string{owned, bundle} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 100000 || st.Gid != 100000 {
+			t.Errorf("%s owned by %d:%d, want 100000:100000", p, st.Uid, st.Gid)
+		}
+		assertPrivate(t, p, os.ModeDir)
+	}
+	if left := dirEntries(t, stateDir); len(left) != 0 {
+		t.Fatalf("created in the state dir root cannot search: %v", left)
+	}
+	// An existing bundle the remapped root can search is used as it is.
+	open := filepath.Join(base, "open", "ctr")
+	if err := os.MkdirAll(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	md = containers.Container{}
+	if err := WithBundle(open, spec)(context.Background(), nil, &md); err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Labels[DockerContainerBundlePath]; got != open {
+		t.Fatalf("bundle label %q, want the searchable %q", got, open)
+	}
+
+	// Without a user namespace the bundle is root's, at the path asked for.
+	md = containers.Container{}
+	plain := filepath.Join(stateDir, "plain")
+	if err := WithBundle(plain, &specs.Spec{})(context.Background(), nil, &md); err != nil {
+		t.Fatal(err)
+	}
+	if got := md.Labels[DockerContainerBundlePath]; got != plain {
+		t.Fatalf("bundle label %q, want %q", got, plain)
+	}
+	fi, err := os.Stat(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+		t.Fatalf("bundle owned by %d:%d, want root", st.Uid, st.Gid)
+	}
+	assertPrivate(t, plain, os.ModeDir)
 }

@@ -1,0 +1,76 @@
+package libcontainerd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// TestDeletesCompletedAfterOutage has the engine clean up while containerd
+// is down, as dockerd does when exits reach it during an outage: the
+// deletes of an exec, a task and a container fail with Unavailable, and
+// the client completes them once containerd serves again, so that no shim
+// or container is left behind.
+func TestDeletesCompletedAfterOutage(t *testing.T) {
+	t.Parallel()
+	d := testutil.NewDaemon(t)
+	tc := newTestClientOn(t, d)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
+	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
+	proc, err := task.Exec(tc.ctx, "exec1", tc.processSpec(t, id, "true"), false, (&capture{}).attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitEvent(t, id, types.EventExit, "exec1")
+	if err := task.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitEvent(t, id, types.EventExit, id)
+	if shimOf(tc.ns, id) == 0 {
+		t.Fatal("no shim found for the container")
+	}
+
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proc.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
+		t.Fatalf("exec Delete with containerd down: %v, want Unavailable", err)
+	}
+	if _, err := task.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
+		t.Fatalf("task Delete with containerd down: %v, want Unavailable", err)
+	}
+	if err := ctr.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
+		t.Fatalf("container Delete with containerd down: %v, want Unavailable", err)
+	}
+	if m := tc.Metrics(); m.DeletesDeferred != 3 || m.DeletesCompleted != 0 {
+		t.Fatalf("metrics with containerd down: %+v", m)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deferred deletes", func() (bool, string) {
+		m := tc.Metrics()
+		return m.DeletesCompleted == 3, fmt.Sprintf("%+v", m)
+	})
+	if _, err := d.Client(t).LoadContainer(tc.ctx, id); !errdefs.IsNotFound(err) {
+		t.Fatalf("container after the outage: %v, want NotFound", err)
+	}
+	eventually(t, "the shim to exit", func() (bool, string) {
+		pid := shimOf(tc.ns, id)
+		return pid == 0, fmt.Sprintf("shim pid %d", pid)
+	})
+	if _, err := os.Lstat(filepath.Join(tc.stateDir, id)); !os.IsNotExist(err) {
+		t.Fatalf("bundle after the outage: %v", err)
+	}
+	if n := len(exitsOf(tc.backend.all(), id)); n != 2 {
+		t.Fatalf("%d exits delivered, want 2 (exec and task): %v", n, tc.backend.all())
+	}
+}

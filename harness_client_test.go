@@ -1,0 +1,264 @@
+package libcontainerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+const runcShim = "io.containerd.runc.v2"
+
+// testClient is a Client on the shared daemon with its own namespace and
+// state directory, closed when the test ends.
+type testClient struct {
+	*Client
+	ctx      context.Context
+	ns       string
+	stateDir string
+	backend  *recordingBackend
+	daemon   *testutil.Daemon
+}
+
+func newTestClient(t *testing.T, opts ...Option) *testClient {
+	t.Helper()
+	return newTestClientOn(t, testutil.Shared(t), opts...)
+}
+
+func newTestClientOn(t *testing.T, d *testutil.Daemon, opts ...Option) *testClient {
+	t.Helper()
+	ctx, ns := testutil.Context(t, d)
+	b := newRecordingBackend()
+	stateDir := t.TempDir()
+	c, err := New(ctx, d.Client(t), stateDir, ns, b, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.CloseContext(context.Background()); err != nil {
+			t.Errorf("close client: %v", err)
+		}
+	})
+	return &testClient{Client: c, ctx: ctx, ns: ns, stateDir: stateDir, backend: b, daemon: d}
+}
+
+// spec returns a busybox spec running args for container id.
+func (tc *testClient) spec(t testing.TB, id string, args []string, opts ...oci.SpecOpts) *specs.Spec {
+	t.Helper()
+	return testutil.Spec(t, tc.ctx, id, args, opts...)
+}
+
+// processSpec returns the process of a busybox spec running args, for Exec.
+func (tc *testClient) processSpec(t testing.TB, id string, args ...string) *specs.Process {
+	t.Helper()
+	return tc.spec(t, id, args).Process
+}
+
+// newContainer creates container id running args with the runc shim.
+func (tc *testClient) newContainer(t testing.TB, id string, args []string, opts ...oci.SpecOpts) types.Container {
+	t.Helper()
+	ctr, err := tc.NewContainer(tc.ctx, id, tc.spec(t, id, args, opts...), runcShim, &runcoptions.Options{})
+	if err != nil {
+		t.Fatalf("NewContainer(%s): %v", id, err)
+	}
+	return ctr
+}
+
+// createAndStart creates the task of ctr with attach as its stdio callback,
+// starts it and returns it.
+func (tc *testClient) createAndStart(t testing.TB, ctr types.Container, withStdin bool, attach types.StdioCallback) types.Task {
+	t.Helper()
+	task, err := ctr.NewTask(tc.ctx, "", withStdin, attach)
+	if err != nil {
+		t.Fatalf("NewTask: %v", err)
+	}
+	if err := task.Start(tc.ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return task
+}
+
+// runSleeper creates container id running "sleep 3600" and starts its task;
+// the task is killed and everything deleted when t ends.
+func (tc *testClient) runSleeper(t *testing.T, id string) (types.Container, types.Task) {
+	t.Helper()
+	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
+	var out capture
+	task := tc.createAndStart(t, ctr, false, out.attach)
+	t.Cleanup(func() { tc.killAndDelete(t, ctr, task) })
+	return ctr, task
+}
+
+// killAndDelete kills task tk of ctr if it still runs, waits for its exit
+// event, deletes it and then ctr. What is gone already is fine.
+func (tc *testClient) killAndDelete(t testing.TB, ctr types.Container, tk types.Task) {
+	t.Helper()
+	id := tk.(*task).c8dTask.ID()
+	if err := tk.Kill(tc.ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		t.Errorf("kill %s: %v", id, err)
+	}
+	tc.backend.waitEvent(t, id, types.EventExit, id)
+	if _, err := tk.Delete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+		t.Errorf("delete task %s: %v", id, err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+		t.Errorf("delete container %s: %v", id, err)
+	}
+}
+
+// assertNoExitBefore proves that no exit event of incarnation pid of ctr's
+// init process reaches the Backend: it runs one more incarnation of the
+// container and waits for that one's exit, which containerd publishes
+// after every event of the earlier one (a late copy of an earlier exit is
+// dropped by pid), then checks that no exit of pid came before it.
+func (tc *testClient) assertNoExitBefore(t testing.TB, ctr types.Container, pid uint32) {
+	t.Helper()
+	id := ctr.(*container).c8dCtr.ID()
+	// Deleting an attached task removes its emptied bundle, as with moby,
+	// whose engine makes a new container (and bundle) for every start.
+	if err := os.MkdirAll(filepath.Join(tc.stateDir, id), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var out capture
+	next := tc.createAndStart(t, ctr, false, out.attach)
+	if err := next.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitUntil(t, "exit of the next incarnation", func(evs []event) bool {
+		return slices.ContainsFunc(evs, func(e event) bool {
+			return e.Type == types.EventExit && e.Info.ContainerID == id && e.Info.Pid == next.Pid()
+		})
+	})
+	if _, err := next.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range tc.backend.of(id) {
+		if e.Type == types.EventExit && e.Info.Pid == pid && e.Info.ProcessID == id {
+			t.Fatalf("exit of pid %d delivered although its delete returned it: %v", pid, tc.backend.of(id))
+		}
+	}
+}
+
+// hostileState is what a refused call must leave as it was: every file
+// under the state directory, with its inode, and the containers and tasks
+// containerd has in the test's namespace.
+type hostileState struct {
+	files, containers, tasks []string
+}
+
+func (tc *testClient) hostileState(t testing.TB) hostileState {
+	t.Helper()
+	s := hostileState{files: snapshotDir(t, tc.stateDir)}
+	ctrs, err := tc.c8dClient.ContainerService().List(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range ctrs {
+		s.containers = append(s.containers, c.ID)
+	}
+	resp, err := tc.c8dClient.TaskService().List(tc.ctx, &tasks.ListTasksRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range resp.Tasks {
+		s.tasks = append(s.tasks, fmt.Sprintf("%s@%d", p.ID, p.Pid))
+	}
+	slices.Sort(s.containers)
+	slices.Sort(s.tasks)
+	return s
+}
+
+// assertUnchanged fails t if the state directory or containerd's
+// containers and tasks differ from before.
+func (tc *testClient) assertUnchanged(t testing.TB, what string, before hostileState) {
+	t.Helper()
+	after := tc.hostileState(t)
+	if !slices.Equal(after.files, before.files) {
+		t.Errorf("%s: state dir holds %v, held %v", what, after.files, before.files)
+	}
+	if !slices.Equal(after.containers, before.containers) {
+		t.Errorf("%s: containers %v, were %v", what, after.containers, before.containers)
+	}
+	if !slices.Equal(after.tasks, before.tasks) {
+		t.Errorf("%s: tasks %v, were %v", what, after.tasks, before.tasks)
+	}
+}
+
+// assertNoProcess fails t if task ctrID has an exec execID in containerd.
+func (tc *testClient) assertNoProcess(t testing.TB, ctrID, execID string) {
+	t.Helper()
+	_, err := tc.c8dClient.TaskService().Get(tc.ctx, &tasks.GetRequest{ContainerID: ctrID, ExecID: execID})
+	if !errdefs.IsNotFound(wrapError(err)) {
+		t.Errorf("exec %s of %s in containerd: %v, want NotFound", execID, ctrID, err)
+	}
+}
+
+// call is one method call on a handle, for tables that call every method.
+type call struct {
+	name string
+	fn   func(context.Context) error
+}
+
+// containerCalls are the methods of ctr; attach is the stdio callback of
+// NewTask and AttachTask.
+func containerCalls(ctr types.Container, attach types.StdioCallback) []call {
+	return []call{
+		{"Container.NewTask", func(ctx context.Context) error { _, err := ctr.NewTask(ctx, "", true, attach); return err }},
+		{"Container.Task", func(ctx context.Context) error { _, err := ctr.Task(ctx); return err }},
+		{"Container.AttachTask", func(ctx context.Context) error { _, err := ctr.AttachTask(ctx, attach); return err }},
+		{"Container.Delete", ctr.Delete},
+	}
+}
+
+// taskCalls are the methods of task; exec is the process spec of Exec,
+// whose ID is execID, and checkpointDir the directory of CreateCheckpoint.
+func taskCalls(task types.Task, execID string, exec *specs.Process, checkpointDir string, attach types.StdioCallback) []call {
+	return []call{
+		{"Task.Pid", func(context.Context) error { task.Pid(); return errNoError }},
+		{"Task.Start", task.Start},
+		{"Task.Kill", func(ctx context.Context) error { return task.Kill(ctx, syscall.SIGCONT) }},
+		{"Task.Resize", func(ctx context.Context) error { return task.Resize(ctx, 80, 24) }},
+		{"Task.Pause", task.Pause},
+		{"Task.Resume", task.Resume},
+		{"Task.Stats", func(ctx context.Context) error { _, err := task.Stats(ctx); return err }},
+		{"Task.Pids", func(ctx context.Context) error { _, err := task.Pids(ctx); return err }},
+		{"Task.Summary", func(ctx context.Context) error { _, err := task.Summary(ctx); return err }},
+		{"Task.Status", func(ctx context.Context) error { _, err := task.Status(ctx); return err }},
+		{"Task.Exec", func(ctx context.Context) error { _, err := task.Exec(ctx, execID, exec, true, attach); return err }},
+		{"Task.UpdateResources", func(ctx context.Context) error {
+			return task.UpdateResources(ctx, &types.Resources{Pids: &specs.LinuxPids{Limit: ptrTo[int64](100)}})
+		}},
+		{"Task.CreateCheckpoint", func(ctx context.Context) error { return task.CreateCheckpoint(ctx, checkpointDir, false) }},
+		{"Task.Delete", func(ctx context.Context) error { _, err := task.Delete(ctx); return err }},
+		{"Task.ForceDelete", task.ForceDelete},
+	}
+}
+
+// processCalls are the methods of p.
+func processCalls(p types.Process) []call {
+	return []call{
+		{"Process.Pid", func(context.Context) error { p.Pid(); return errNoError }},
+		{"Process.Kill", func(ctx context.Context) error { return p.Kill(ctx, syscall.SIGCONT) }},
+		{"Process.Resize", func(ctx context.Context) error { return p.Resize(ctx, 80, 24) }},
+		{"Process.Delete", func(ctx context.Context) error { _, err := p.Delete(ctx); return err }},
+	}
+}
+
+// errNoError stands for the result of a method that returns no error (a
+// Pid), which is only checked not to panic.
+var errNoError = errors.New("method returns no error")
+
+func ptrTo[T any](v T) *T { return &v }

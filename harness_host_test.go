@@ -1,0 +1,126 @@
+package libcontainerd
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// dirEntries lists what is under dir, for leftover checks.
+func dirEntries(t testing.TB, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// snapshotDir lists every path under dir, relative to it and with its
+// inode number, sorted: for "nothing was created or replaced" checks.
+func snapshotDir(t testing.TB, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out = append(out, fmt.Sprintf("%s@%d", rel, fi.Sys().(*syscall.Stat_t).Ino))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// assertPrivate fails t unless path exists and is not accessible to
+// group and others.
+func assertPrivate(t testing.TB, path string, wantType os.FileMode) {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != wantType {
+		t.Errorf("%s is a %v, want %v", path, fi.Mode().Type(), wantType)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		t.Errorf("%s has mode %v, accessible to group or others", path, perm)
+	}
+}
+
+// openFDs counts the process's open file descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// exited reports whether process pid has exited: it is gone or a zombie
+// its parent (the shim) has not reaped yet.
+func exited(pid uint32) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the parenthesised command name.
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(fields) == 0 || fields[0] == "Z" || fields[0] == "X"
+}
+
+// waitGone waits until process pid has exited.
+func waitGone(t testing.TB, pid uint32) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !exited(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still alive", pid)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the kernel, not ordering events
+	}
+}
+
+// shimOf reports the pid of the shim of container id in namespace ns,
+// or 0.
+func shimOf(ns, id string) int {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) == 0 || !strings.Contains(args[0], "containerd-shim") {
+			continue
+		}
+		if slices.Contains(args, ns) && slices.Contains(args, id) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	return 0
+}
