@@ -58,8 +58,8 @@ demo: tools ## run one container through the library on a private containerd (LI
 	$(GO) run ./examples/demo -containerd $(LIBCONTAINERD_TEST_CONTAINERD)
 
 .PHONY: bench
-bench: tools ## library vs baselines in one run, table into docs/benchmarks.md (LIBCONTAINERD_TEST_CONTAINERD=v2|debian|v2,debian; BENCH_FLAGS=-scale=0.1)
-	$(GO) run ./internal/cmd/lcdbench -containerd $(LIBCONTAINERD_TEST_CONTAINERD) $(BENCH_FLAGS)
+bench: tools ## library vs baselines (raw client, moby's libcontainerd) in one run, table into docs/benchmarks.md (LIBCONTAINERD_TEST_CONTAINERD=v2|debian|v2,debian; BENCH_FLAGS=-scale=0.1)
+	cd internal/cmd/lcdbench && $(GO) run . -containerd $(LIBCONTAINERD_TEST_CONTAINERD) -doc $(CURDIR)/docs/benchmarks.md $(BENCH_FLAGS)
 
 FUZZTIME ?= 10s
 FUZZ_TARGETS := FuzzValidateID FuzzMapEvent
@@ -72,9 +72,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s); seeds are in fuzz_test
 	done
 
 .PHONY: lint
-lint: ## gofmt check and go vet
+lint: ## gofmt check and go vet (also of the nested module internal/cmd/lcdbench)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd internal/cmd/lcdbench && $(GO) vet ./...
 
 ENGINE_CONTAINERD ?= v2,debian
 

@@ -3,6 +3,8 @@
 //
 //   - container lifecycles, execs and stdout throughput against the raw
 //     containerd v2 client (cio FIFOs, Wait, Start, Delete);
+//   - lifecycles and execs also against moby's own libcontainerd, when the
+//     caller supplies it (Config.MobyClient);
 //   - the event queue against a goroutine-per-callback chain
 //     (internal/chainqueue);
 //   - event latency against a raw event subscription to the same events;
@@ -26,6 +28,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -74,6 +77,13 @@ type Config struct {
 	Phases []string
 	// Progress receives a line per phase and step; nil discards them.
 	Progress io.Writer
+	// MobyClient, if set, makes moby's libcontainerd client (the code this
+	// module succeeds) behind this module's types; the lifecycle, parallel
+	// and exec phases then run it as one more arm. It is a function so
+	// that this module need not require moby: internal/cmd/lcdbench, a
+	// module of its own, supplies it. The client's event loop must stop
+	// when ctx is cancelled.
+	MobyClient func(ctx context.Context, cli *containerd.Client, stateDir, ns string, b types.Backend) (types.Client, error)
 }
 
 // env is what the phases share: one daemon, one containerd client used by
@@ -86,6 +96,11 @@ type env struct {
 	cli      *containerd.Client
 	lib      *libcontainerd.Client
 	be       *backend
+	moby     types.Client // nil without Config.MobyClient
+	mobyBe   *backend
+	mobyNS   string
+	mobyCtx  context.Context
+	mobyStop context.CancelFunc // ends moby's event loop
 	rootfs   string
 	work     string // temporary directory: the library's state dir, the raw FIFOs
 	libNS    string
@@ -125,6 +140,7 @@ func Run(ctx context.Context, cfg Config) (_ *Result, retErr error) {
 		be:      newBackend(),
 		libNS:   "lcdbench-lib-" + suffix,
 		rawNS:   "lcdbench-raw-" + suffix,
+		mobyNS:  "lcdbench-moby-" + suffix,
 		started: time.Now(),
 	}
 	e.res = &Result{Flavor: cfg.Flavor, Started: e.started, Scale: cfg.Scale}
@@ -195,6 +211,25 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	e.rawFIFOs = filepath.Join(e.work, "raw")
 	e.rawIO = cio.NewCreator(cio.WithStreams(nil, sink{}, sink{}), cio.WithFIFODir(e.rawFIFOs))
+	if e.cfg.MobyClient != nil {
+		e.mobyBe = newBackend()
+		var loopCtx context.Context
+		loopCtx, e.mobyStop = context.WithCancel(context.WithoutCancel(ctx))
+		e.mobyCtx = namespaces.WithNamespace(ctx, e.mobyNS)
+		if e.moby, err = e.cfg.MobyClient(loopCtx, e.cli, filepath.Join(e.work, "moby"), e.mobyNS, e.mobyBe); err != nil {
+			return fmt.Errorf("moby's client: %w", err)
+		}
+		e.res.Moby = "(unknown)"
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, dep := range bi.Deps {
+				if dep.Path == "github.com/docker/docker" {
+					e.res.Moby = dep.Version
+				}
+			}
+		}
+		e.progress("containerd %s at %s; namespaces %s (library), %s (raw) and %s (moby)", v.Version, e.d.Address, e.libNS, e.rawNS, e.mobyNS)
+		return nil
+	}
 	e.progress("containerd %s at %s; namespaces %s (library) and %s (raw)", v.Version, e.d.Address, e.libNS, e.rawNS)
 	return nil
 }
@@ -208,6 +243,9 @@ func (e *env) teardown() error {
 		errs = append(errs, e.lib.CloseContext(ctx))
 		cancel()
 	}
+	if e.mobyStop != nil {
+		e.mobyStop()
+	}
 	if e.cli != nil {
 		errs = append(errs, e.cli.Close())
 	}
@@ -217,7 +255,7 @@ func (e *env) teardown() error {
 			errs = append(errs, fmt.Errorf("shims left running: %v", pids))
 		}
 	}
-	for _, ns := range []string{e.libNS, e.rawNS} {
+	for _, ns := range []string{e.libNS, e.rawNS, e.mobyNS} {
 		errs = append(errs, leftover.RemoveNamespace(ns))
 	}
 	for _, dir := range []string{e.rootfs, e.work} {
@@ -252,10 +290,18 @@ func (e *env) rawSpec(id string, args ...string) (*specs.Spec, error) {
 	return testutil.NewSpec(e.rawCtx, e.rootfs, id, args)
 }
 
+func (e *env) mobySpec(id string, args ...string) (*specs.Spec, error) {
+	return testutil.NewSpec(e.mobyCtx, e.rootfs, id, args)
+}
+
 // libContainer and rawContainer create a container the same way the
 // lifecycle phase does.
 func (e *env) libContainer(ctx context.Context, id string, spec *specs.Spec) (types.Container, error) {
 	return e.lib.NewContainer(ctx, id, spec, runcShim, &runcoptions.Options{})
+}
+
+func (e *env) mobyContainer(id string, spec *specs.Spec) (types.Container, error) {
+	return e.moby.NewContainer(e.mobyCtx, id, spec, runcShim, &runcoptions.Options{})
 }
 
 func (e *env) rawContainer(id string, spec *specs.Spec) (containerd.Container, error) {

@@ -24,6 +24,11 @@ type host struct {
 	libProc  specs.Process // spec of an exec of `true`
 	rawProc  specs.Process
 	rawExitC <-chan containerd.ExitStatus
+	// moby's client's, started by startMobyHost
+	mobyTask types.Task
+	mobyCtr  types.Container
+	mobyID   string
+	mobyProc specs.Process
 }
 
 var sleepForever = []string{"sleep", "1000000"}
@@ -70,20 +75,51 @@ func (e *env) startHosts(ctx context.Context) (*host, error) {
 	return h, nil
 }
 
-// stop kills and deletes both containers.
-func (h *host) stop(ctx context.Context, e *env) error {
+// startMobyHost starts a sleeping container through moby's client.
+func (e *env) startMobyHost(h *host) error {
+	h.mobyID = e.id("exec-host-moby")
+	spec, err := e.mobySpec(h.mobyID, sleepForever...)
+	if err != nil {
+		return err
+	}
+	if h.mobyCtr, err = e.mobyContainer(h.mobyID, spec); err != nil {
+		return err
+	}
+	if h.mobyTask, err = h.mobyCtr.NewTask(e.mobyCtx, "", false, discardStdio); err != nil {
+		return err
+	}
+	if err := h.mobyTask.Start(e.mobyCtx); err != nil {
+		return err
+	}
+	h.mobyProc = *spec.Process
+	h.mobyProc.Args = []string{"true"}
+	return nil
+}
+
+// stopClientHost kills and deletes a host container of the library or of
+// moby's client.
+func stopClientHost(ctx context.Context, be *backend, id string, ctr types.Container, task types.Task) error {
 	var errs []error
-	if h.libTask != nil {
-		exitC := e.be.expectExit(h.libID, h.libID)
-		if err := h.libTask.Kill(ctx, syscall.SIGKILL); err == nil {
-			_, err = waitExit(ctx, exitC, h.libID)
+	if task != nil {
+		exitC := be.expectExit(id, id)
+		if err := task.Kill(ctx, syscall.SIGKILL); err == nil {
+			_, err = waitExit(ctx, exitC, id)
 			errs = append(errs, err)
 		}
-		_, err := h.libTask.Delete(ctx)
+		_, err := task.Delete(ctx)
 		errs = append(errs, err)
 	}
-	if h.libCtr != nil {
-		errs = append(errs, h.libCtr.Delete(ctx))
+	if ctr != nil {
+		errs = append(errs, ctr.Delete(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// stop kills and deletes the host containers.
+func (h *host) stop(ctx context.Context, e *env) error {
+	errs := []error{stopClientHost(ctx, e.be, h.libID, h.libCtr, h.libTask)}
+	if h.mobyCtr != nil {
+		errs = append(errs, stopClientHost(context.WithoutCancel(e.mobyCtx), e.mobyBe, h.mobyID, h.mobyCtr, h.mobyTask))
 	}
 	if h.rawTask != nil {
 		if err := h.rawTask.Kill(e.rawCtx, syscall.SIGKILL); err == nil {
@@ -108,16 +144,28 @@ func (s execSteps) total() time.Duration { return s[0] + s[1] + s[2] }
 // libExec runs `true` as an exec through the library: Exec (which starts
 // it), the exit event at the Backend, Delete.
 func (e *env) libExec(ctx context.Context, h *host) (exit, execSteps, error) {
+	return e.clientExec(ctx, e.be, h.libID, h.libTask, &h.libProc)
+}
+
+// mobyExec does the same through moby's client.
+func (e *env) mobyExec(h *host) (execSteps, error) {
+	_, st, err := e.clientExec(e.mobyCtx, e.mobyBe, h.mobyID, h.mobyTask, &h.mobyProc)
+	return st, err
+}
+
+// clientExec runs `true` as an exec of task (container hostID) through a
+// types.Client's Task, the library's or moby's, with be its Backend.
+func (e *env) clientExec(ctx context.Context, be *backend, hostID string, task types.Task, proc *specs.Process) (exit, execSteps, error) {
 	var st execSteps
 	id := e.id("x")
 	t0 := time.Now()
-	exitC := e.be.expectExit(h.libID, id)
-	p, err := h.libTask.Exec(ctx, id, &h.libProc, false, discardStdio)
+	exitC := be.expectExit(hostID, id)
+	p, err := task.Exec(ctx, id, proc, false, discardStdio)
 	if err != nil {
 		return exit{}, st, err
 	}
 	t1 := time.Now()
-	ex, err := waitExit(ctx, exitC, h.libID+"/"+id)
+	ex, err := waitExit(ctx, exitC, hostID+"/"+id)
 	if err != nil {
 		return exit{}, st, err
 	}
@@ -164,8 +212,9 @@ func (e *env) rawExec(h *host) (execSteps, error) {
 	return st, nil
 }
 
-// execPhase times exec round trips, the three arms (library, raw, raw
-// again) taking turns one exec at a time in rotating order.
+// execPhase times exec round trips, the arms (library, raw, raw again,
+// and moby's client if there is one) taking turns one exec at a time in
+// rotating order.
 func (e *env) execPhase(ctx context.Context) (retErr error) {
 	h, err := e.startHosts(ctx)
 	defer func() {
@@ -176,19 +225,28 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	if err != nil {
 		return err
 	}
+	if e.moby != nil {
+		if err := e.startMobyHost(h); err != nil {
+			return err
+		}
+	}
+	rot := e.rotation()
 	warm, n := e.n(10, 3), e.n(200, 20)
-	var totals [arms][]float64
-	var perStep [arms][][]float64
+	var totals [allArms][]float64
+	var perStep [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(execStepNames))
 	}
 	for i := range warm + n {
-		for _, a := range orders[i%len(orders)] {
+		for _, a := range rot[i%len(rot)] {
 			var st execSteps
 			var err error
-			if a == armLib {
+			switch a {
+			case armLib:
 				_, st, err = e.libExec(ctx, h)
-			} else {
+			case armMoby:
+				st, err = e.mobyExec(h)
+			default:
 				st, err = e.rawExec(h)
 			}
 			if err != nil {
@@ -203,21 +261,25 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 			}
 		}
 		if i >= warm && (i-warm+1)%50 == 0 {
-			e.progress("   %d/%d: p50 library %.2f ms, raw %.2f ms, raw again %.2f ms", i-warm+1, n,
-				median(totals[armLib]), median(totals[armRaw]), median(totals[armRawAgain]))
+			e.progress("   %d/%d: %s", i-warm+1, n, e.armCounts(&totals, "%.2f"))
 		}
 	}
 	for j, name := range execStepNames {
-		e.res.ExecSteps = append(e.res.ExecSteps, StepRow{Step: name, Lib: median(perStep[armLib][j]),
-			Base: median(slices.Concat(perStep[armRaw][j], perStep[armRawAgain][j]))})
+		e.res.ExecSteps = append(e.res.ExecSteps, e.stepRow(name, &perStep, j))
 	}
 	lib, raw := totals[armLib], slices.Concat(totals[armRaw], totals[armRawAgain])
 	e.add(Row{Metric: "exec round trip of `true`, p50", Unit: "ms", Lib: median(lib), Base: median(raw), BaseName: "raw client",
 		Target: Target{RatioAtMost, 1.05}})
 	e.add(Row{Metric: "exec round trip of `true`, p90", Unit: "ms", Lib: percentile(lib, 90), Base: percentile(raw, 90), BaseName: "raw client"})
+	if e.moby != nil {
+		moby := totals[armMoby]
+		e.add(Row{Metric: "exec round trip of `true` vs moby's client, p50", Unit: "ms", Lib: median(lib), Base: median(moby), BaseName: "moby",
+			Target: Target{RatioAtMost, 1.00}})
+		e.add(Row{Metric: "exec round trip of `true` vs moby's client, p90", Unit: "ms", Lib: percentile(lib, 90), Base: percentile(moby, 90), BaseName: "moby"})
+	}
 	e.add(Row{Metric: "exec A/A control: raw arm 2 vs arm 1, p50", Unit: "ms",
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
-	e.note("Exec: %d execs of `true` per arm (library, raw, raw again) in a sleeping container, taking turns in rotating order after %d warm-ups; the baseline pools both raw arms; "+
-		"library = Task.Exec, exit event, Process.Delete; raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete.", n, warm)
+	e.note("Exec: %d execs of `true` per arm (%s) in a sleeping container of each, taking turns in rotating order after %d warm-ups; the baseline pools both raw arms; "+
+		"library = Task.Exec, exit event, Process.Delete; raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete%s.", n, e.armNames(), warm, e.mobyNote())
 	return nil
 }

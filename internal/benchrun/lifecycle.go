@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ctrkit/libcontainerd/types"
 )
 
 // stepNames are the steps of a lifecycle, timed separately.
@@ -24,22 +26,23 @@ func (s steps) total() time.Duration {
 	return t
 }
 
-// libLifecycle runs /bin/true through the library: create the container
-// and its task (FIFOs handed to a copy loop), start it, wait for its exit
-// event at the Backend, delete the task and the container.
-func (e *env) libLifecycle(ctx context.Context, id string, spec *specs.Spec) (st steps, _ error) {
+// clientLifecycle runs /bin/true through a types.Client, the library's or
+// moby's: create the container (newCtr) and its task (FIFOs handed to a
+// copy loop), start it, wait for its exit event at the Backend be, delete
+// the task and the container.
+func clientLifecycle(ctx context.Context, newCtr func() (types.Container, error), be *backend, id string) (st steps, _ error) {
 	t := time.Now()
 	lap := func(i int) {
 		now := time.Now()
 		st[i] = now.Sub(t)
 		t = now
 	}
-	ctr, err := e.libContainer(ctx, id, spec)
+	ctr, err := newCtr()
 	if err != nil {
 		return st, err
 	}
 	lap(0)
-	exitC := e.be.expectExit(id, id)
+	exitC := be.expectExit(id, id)
 	task, err := ctr.NewTask(ctx, "", false, discardStdio)
 	if err != nil {
 		return st, err
@@ -113,16 +116,25 @@ func (e *env) rawLifecycle(id string, spec *specs.Spec) (st steps, _ error) {
 	return st, nil
 }
 
-// lifecycle runs one lifecycle of /bin/true, library or raw, with a new
-// ID; the spec is made before the clock starts.
-func (e *env) lifecycle(ctx context.Context, isLib bool) (steps, error) {
-	if isLib {
+// lifecycle runs one lifecycle of /bin/true on arm a (armLib, armRaw,
+// armRawAgain or armMoby) with a new ID; the spec is made before the
+// clock starts.
+func (e *env) lifecycle(ctx context.Context, a int) (steps, error) {
+	switch a {
+	case armLib:
 		id := e.id("lib")
 		spec, err := e.libSpec(id, "true")
 		if err != nil {
 			return steps{}, err
 		}
-		return e.libLifecycle(ctx, id, spec)
+		return clientLifecycle(ctx, func() (types.Container, error) { return e.libContainer(ctx, id, spec) }, e.be, id)
+	case armMoby:
+		id := e.id("moby")
+		spec, err := e.mobySpec(id, "true")
+		if err != nil {
+			return steps{}, err
+		}
+		return clientLifecycle(e.mobyCtx, func() (types.Container, error) { return e.mobyContainer(id, spec) }, e.mobyBe, id)
 	}
 	id := e.id("raw")
 	spec, err := e.rawSpec(id, "true")
@@ -132,36 +144,74 @@ func (e *env) lifecycle(ctx context.Context, isLib bool) (steps, error) {
 	return e.rawLifecycle(id, spec)
 }
 
-// Arms of the sequential measurements: the library, the raw client, and
-// the raw client again as an A/A control whose distance from the raw arm
-// shows the noise a library-vs-raw ratio has to be read against.
+// Arms of the sequential measurements: the library, the raw client, the
+// raw client again as an A/A control whose distance from the raw arm shows
+// the noise a library-vs-raw ratio has to be read against, and, with
+// Config.MobyClient, moby's client (lifecycle and exec only).
 const (
 	armLib = iota
 	armRaw
 	armRawAgain
-	arms
+	arms // the arms every sequential measurement has
 )
 
-// lifecyclePhase times sequential lifecycles, the three arms taking turns
-// one lifecycle at a time in rotating order (see orders).
+// armMoby is moby's client's arm; allArms counts it.
+const (
+	armMoby = arms
+	allArms = arms + 1
+)
+
+// williams4 is a balanced Latin square of four arms: each arm runs in each
+// position once, and follows each other arm once, per four rounds.
+var williams4 = [4][allArms]int{{0, 1, 3, 2}, {1, 2, 0, 3}, {2, 3, 1, 0}, {3, 0, 2, 1}}
+
+// rotation returns the orders the sequential arms take turns in: the six
+// orders of the three arms, or, with moby's client, williams4.
+func (e *env) rotation() [][]int {
+	var rot [][]int
+	if e.moby != nil {
+		for _, o := range williams4 {
+			rot = append(rot, o[:])
+		}
+		return rot
+	}
+	for _, o := range orders {
+		rot = append(rot, o[:])
+	}
+	return rot
+}
+
+// armCounts reports the sequential arms' p50s so far, for progress lines.
+func (e *env) armCounts(totals *[allArms][]float64, format string) string {
+	s := fmt.Sprintf("p50 library "+format+" ms, raw "+format+" ms, raw again "+format+" ms",
+		median(totals[armLib]), median(totals[armRaw]), median(totals[armRawAgain]))
+	if e.moby != nil {
+		s += fmt.Sprintf(", moby "+format+" ms", median(totals[armMoby]))
+	}
+	return s
+}
+
+// lifecyclePhase times sequential lifecycles, the arms taking turns one
+// lifecycle at a time in rotating order (see rotation).
 func (e *env) lifecyclePhase(ctx context.Context) error {
+	rot := e.rotation()
 	warm := e.n(6, 2)
 	for i := range warm {
-		for _, isLib := range []bool{abba(i), !abba(i)} {
-			if _, err := e.lifecycle(ctx, isLib); err != nil {
+		for _, a := range rot[i%len(rot)] {
+			if _, err := e.lifecycle(ctx, a); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
 		}
 	}
 	n := e.n(120, 10)
-	var totals [arms][]float64
-	var perStep [arms][][]float64
+	var totals [allArms][]float64
+	var perStep [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(stepNames))
 	}
 	for i := range n {
-		for _, a := range orders[i%len(orders)] {
-			st, err := e.lifecycle(ctx, a == armLib)
+		for _, a := range rot[i%len(rot)] {
+			st, err := e.lifecycle(ctx, a)
 			if err != nil {
 				return err
 			}
@@ -171,8 +221,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 			}
 		}
 		if (i+1)%20 == 0 {
-			e.progress("   %d/%d: p50 library %.1f ms, raw %.1f ms, raw again %.1f ms", i+1, n,
-				median(totals[armLib]), median(totals[armRaw]), median(totals[armRawAgain]))
+			e.progress("   %d/%d: %s", i+1, n, e.armCounts(&totals, "%.1f"))
 		}
 	}
 	// The two raw arms are the same treatment: pooled, they make the
@@ -181,59 +230,108 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 	e.add(Row{Metric: "lifecycle of /bin/true, p50", Unit: "ms", Lib: median(lib), Base: median(raw), BaseName: "raw client",
 		Target: Target{RatioAtMost, 1.05}})
 	e.add(Row{Metric: "lifecycle of /bin/true, p90", Unit: "ms", Lib: percentile(lib, 90), Base: percentile(raw, 90), BaseName: "raw client"})
+	if e.moby != nil {
+		moby := totals[armMoby]
+		e.add(Row{Metric: "lifecycle of /bin/true vs moby's client, p50", Unit: "ms", Lib: median(lib), Base: median(moby), BaseName: "moby",
+			Target: Target{RatioAtMost, 1.00}})
+		e.add(Row{Metric: "lifecycle of /bin/true vs moby's client, p90", Unit: "ms", Lib: percentile(lib, 90), Base: percentile(moby, 90), BaseName: "moby"})
+	}
 	e.add(Row{Metric: "lifecycle A/A control: raw arm 2 vs arm 1, p50", Unit: "ms",
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
 	for j, name := range stepNames {
-		e.res.Steps = append(e.res.Steps, StepRow{Step: name, Lib: median(perStep[armLib][j]),
-			Base: median(slices.Concat(perStep[armRaw][j], perStep[armRawAgain][j]))})
+		e.res.Steps = append(e.res.Steps, e.stepRow(name, &perStep, j))
 	}
-	e.note("Lifecycle: %d sequential lifecycles of `/bin/true` per arm (library, raw, raw again as A/A control) taking turns one by one in rotating order, "+
+	e.note("Lifecycle: %d sequential lifecycles of `/bin/true` per arm (%s) taking turns one by one in rotating order, "+
 		"after %d warm-ups each; the baseline pools both raw arms; library = NewContainer, NewTask (FIFOs copied into a sink), Start, exit event at the Backend, Task.Delete, Container.Delete; "+
-		"raw = NewContainer, NewTask with cio FIFOs, Wait, Start, exit from Wait, Delete, Delete.", n, warm)
+		"raw = NewContainer, NewTask with cio FIFOs, Wait, Start, exit from Wait, Delete, Delete%s.", n, e.armNames(), warm, e.mobyNote())
 	return nil
 }
 
+// stepRow is the p50 of step j on each arm, the raw arms pooled.
+func (e *env) stepRow(name string, perStep *[allArms][][]float64, j int) StepRow {
+	r := StepRow{Step: name, Lib: median(perStep[armLib][j]),
+		Base: median(slices.Concat(perStep[armRaw][j], perStep[armRawAgain][j]))}
+	if e.moby != nil {
+		r.Moby = median(perStep[armMoby][j])
+	}
+	return r
+}
+
+func (e *env) armNames() string {
+	if e.moby != nil {
+		return "library, raw, raw again as A/A control, moby's client; four orders of a balanced Latin square"
+	}
+	return "library, raw, raw again as A/A control"
+}
+
+func (e *env) mobyNote() string {
+	if e.moby == nil {
+		return ""
+	}
+	return "; moby = the same calls as the library through moby v28.5.2's libcontainerd/remote client, in a namespace and state directory of its own, its exit events at a Backend of its own"
+}
+
 // parallelPhase runs lifecycles 8 at a time and reports lifecycles per
-// second over all rounds of each side, alternating library and raw rounds
-// (ABBA).
+// second over all rounds of each side. The library and the raw client
+// alternate rounds (ABBA); with moby's client, the three sides rotate
+// through the six orders.
 func (e *env) parallelPhase(ctx context.Context) error {
 	const workers = 8
 	perRound := e.n(48, 16)
 	rounds := e.n(5, 1)
-	for _, isLib := range []bool{true, false} {
-		if _, err := e.parallel(ctx, isLib, workers, workers); err != nil {
+	sides := []int{armLib, armRaw}
+	if e.moby != nil {
+		sides = append(sides, armMoby)
+	}
+	order := func(i int) []int {
+		if e.moby != nil {
+			o := orders[i%len(orders)]
+			return []int{sides[o[0]], sides[o[1]], sides[o[2]]}
+		}
+		if abba(i) {
+			return []int{armLib, armRaw}
+		}
+		return []int{armRaw, armLib}
+	}
+	for _, a := range sides {
+		if _, err := e.parallel(ctx, a, workers, workers); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	var lib, raw time.Duration
+	var sum [allArms]time.Duration
 	for i := range rounds {
-		var round [2]time.Duration
-		for _, isLib := range []bool{abba(i), !abba(i)} {
-			d, err := e.parallel(ctx, isLib, workers, perRound)
+		var round [allArms]time.Duration
+		for _, a := range order(i) {
+			d, err := e.parallel(ctx, a, workers, perRound)
 			if err != nil {
 				return err
 			}
-			if isLib {
-				lib += d
-				round[0] = d
-			} else {
-				raw += d
-				round[1] = d
-			}
+			sum[a] += d
+			round[a] = d
 		}
-		e.progress("   round %d/%d: library %.1f/s, raw %.1f/s", i+1, rounds,
-			float64(perRound)/round[0].Seconds(), float64(perRound)/round[1].Seconds())
+		line := fmt.Sprintf("   round %d/%d: library %.1f/s, raw %.1f/s", i+1, rounds,
+			float64(perRound)/round[armLib].Seconds(), float64(perRound)/round[armRaw].Seconds())
+		if e.moby != nil {
+			line += fmt.Sprintf(", moby %.1f/s", float64(perRound)/round[armMoby].Seconds())
+		}
+		e.progress("%s", line)
 	}
 	total := float64(perRound * rounds)
 	e.add(Row{Metric: fmt.Sprintf("%d-way parallel lifecycles", workers), Unit: "per s",
-		Lib: total / lib.Seconds(), Base: total / raw.Seconds(), BaseName: "raw client"})
+		Lib: total / sum[armLib].Seconds(), Base: total / sum[armRaw].Seconds(), BaseName: "raw client"})
+	if e.moby != nil {
+		e.add(Row{Metric: fmt.Sprintf("%d-way parallel lifecycles vs moby's client", workers), Unit: "per s",
+			Lib: total / sum[armLib].Seconds(), Base: total / sum[armMoby].Seconds(), BaseName: "moby"})
+		e.note("Parallel: %d workers share %d lifecycles per round, %d rounds each side (library, raw, moby's client rotating through the six orders); lifecycles over the time of all rounds.", workers, perRound, rounds)
+		return nil
+	}
 	e.note("Parallel: %d workers share %d lifecycles per round, %d rounds each side (ABBA); lifecycles over the time of all rounds.", workers, perRound, rounds)
 	return nil
 }
 
-// parallel runs n lifecycles on workers goroutines and returns the time
-// they took.
-func (e *env) parallel(ctx context.Context, isLib bool, workers, n int) (time.Duration, error) {
+// parallel runs n lifecycles of arm a on workers goroutines and returns
+// the time they took.
+func (e *env) parallel(ctx context.Context, a, workers, n int) (time.Duration, error) {
 	var (
 		next  atomic.Int64
 		wg    sync.WaitGroup
@@ -244,7 +342,7 @@ func (e *env) parallel(ctx context.Context, isLib bool, workers, n int) (time.Du
 	for range workers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				if _, err := e.lifecycle(ctx, isLib); err != nil {
+				if _, err := e.lifecycle(ctx, a); err != nil {
 					errMu.Lock()
 					if first == nil {
 						first = err

@@ -27,6 +27,9 @@ type Result struct {
 	Steps     []StepRow
 	ExecSteps []StepRow
 	Notes     []string
+	// Moby is the version of the docker module whose libcontainerd ran as
+	// the moby arm, "" if none did.
+	Moby string
 }
 
 // Machine describes where the run happened.
@@ -53,10 +56,12 @@ type Row struct {
 	Target   Target
 }
 
-// StepRow is the p50 of one lifecycle step, library and raw.
+// StepRow is the p50 of one lifecycle step, library and raw, and moby's
+// client when Result.Moby is set.
 type StepRow struct {
 	Step      string
 	Lib, Base float64
+	Moby      float64
 }
 
 // Target is a goal from DESIGN.md.
@@ -163,11 +168,21 @@ func (res *Result) StepTable() string {
 		return ""
 	}
 	rows := [][]string{{"step, p50 (ms)", "libcontainerd", "raw client", "difference (ms)"}}
+	if res.Moby != "" {
+		rows[0] = append(rows[0], "moby's client", "library − moby (ms)")
+	}
+	row := func(prefix string, s StepRow) []string {
+		r := []string{prefix + s.Step, num(s.Lib), num(s.Base), fmt.Sprintf("%+.2f", s.Lib-s.Base)}
+		if res.Moby != "" {
+			r = append(r, num(s.Moby), fmt.Sprintf("%+.2f", s.Lib-s.Moby))
+		}
+		return r
+	}
 	for _, s := range res.Steps {
-		rows = append(rows, []string{"lifecycle: " + s.Step, num(s.Lib), num(s.Base), fmt.Sprintf("%+.2f", s.Lib-s.Base)})
+		rows = append(rows, row("lifecycle: ", s))
 	}
 	for _, s := range res.ExecSteps {
-		rows = append(rows, []string{"exec: " + s.Step, num(s.Lib), num(s.Base), fmt.Sprintf("%+.2f", s.Lib-s.Base)})
+		rows = append(rows, row("exec: ", s))
 	}
 	return markdownTable(rows)
 }
@@ -206,7 +221,11 @@ func (res *Result) Markdown() string {
 	fmt.Fprintf(&b, "### %s\n\n", res.Daemon)
 	fmt.Fprintf(&b, "Run %s, %v, scale %g.  \n", res.Started.UTC().Format("2006-01-02 15:04 MST"), res.Elapsed.Round(time.Second), res.Scale)
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %d MiB memory, kernel %s, %s.  \n", m.CPUs, m.CPUModel, m.MemoryMiB, m.Kernel, m.Cgroup)
-	fmt.Fprintf(&b, "Software: %s, %s, containerd client %s, %s.  \n", res.Daemon, res.Runc, m.Client, m.Go)
+	fmt.Fprintf(&b, "Software: %s, %s, containerd client %s, %s", res.Daemon, res.Runc, m.Client, m.Go)
+	if res.Moby != "" {
+		fmt.Fprintf(&b, ", moby's libcontainerd from github.com/docker/docker %s", res.Moby)
+	}
+	b.WriteString(".  \n")
 	fmt.Fprintf(&b, "Load average before / after: %s / %s.\n\n", m.LoadBefore, m.LoadAfter)
 	b.WriteString(res.Table())
 	if st := res.StepTable(); st != "" {

@@ -2,7 +2,10 @@
 // against private containerd daemons, prints a table per daemon and writes
 // it into docs/benchmarks.md. `make bench` runs it; it needs root.
 //
-//	go run ./internal/cmd/lcdbench -containerd v2,debian
+// It is a module of its own so that moby's libcontainerd, its baseline for
+// lifecycles and execs (moby.go), stays out of the library's go.mod:
+//
+//	cd internal/cmd/lcdbench && go run . -containerd v2,debian -doc ../../../docs/benchmarks.md
 package main
 
 import (
@@ -26,7 +29,7 @@ func main() {
 		`comma-separated daemons to measure: "v2" (2.4.2 from .tools/bin) and/or "debian" (Debian's 1.6)`)
 	scale := flag.Float64("scale", 1, "multiplies the iteration counts (0.1 for a quick smoke run)")
 	phases := flag.String("phases", "", "comma-separated phases to run (default all: "+strings.Join(benchrun.AllPhases, ",")+")")
-	doc := flag.String("doc", "docs/benchmarks.md", `Markdown file to write each daemon's table into ("" to skip)`)
+	doc := flag.String("doc", "../../../docs/benchmarks.md", `Markdown file to write each daemon's table into ("" to skip; the default is the repository's, seen from this directory)`)
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the benchmark process to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -54,7 +57,8 @@ func main() {
 	}
 	failed := false
 	for _, flavor := range strings.Split(*flavors, ",") {
-		res, err := benchrun.Run(ctx, benchrun.Config{Flavor: flavor, Scale: *scale, Phases: only, Progress: os.Stderr})
+		res, err := benchrun.Run(ctx, benchrun.Config{Flavor: flavor, Scale: *scale, Phases: only, Progress: os.Stderr,
+			MobyClient: newMobyClient})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "lcdbench: containerd %s: %v\n", flavor, err)
 			failed = true
