@@ -46,13 +46,7 @@ func TestBackendRetry(t *testing.T) {
 
 	run := func(id string) types.Task {
 		ctr := tc.newContainer(t, id, []string{"true"})
-		task, err := ctr.NewTask(ctx, "", false, (&capture{}).attach)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
+		task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
 		return task
 	}
 	ft := run(failing)
@@ -162,30 +156,21 @@ func TestCloseWithQueuedEvents(t *testing.T) {
 			}
 			tc := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
 			ctr := tc.newContainer(t, id, []string{"true"})
-			task, err := ctr.NewTask(ctx, "", false, (&capture{}).attach)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := task.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
+			task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
 			<-entered
 			// Create is blocked in the Backend; wait for start and exit to
 			// be queued behind it.
-			deadline := time.Now().Add(waitTimeout)
-			for c.Metrics().Received < 3 {
-				if time.Now().After(deadline) {
-					t.Fatalf("events not received: %+v", c.Metrics())
-				}
-				time.Sleep(5 * time.Millisecond) // polling a counter
-			}
+			eventually(t, "start and exit received", func() (bool, string) {
+				m := c.Metrics()
+				return m.Received >= 3, fmt.Sprintf("metrics %+v", m)
+			})
 			closed := make(chan error)
 			go func() { closed <- c.Close() }()
 			if policy == CloseAbandon {
 				// Release the Backend only once Close abandons the queue.
-				for !c.events.delivery.abandoned() {
-					time.Sleep(time.Millisecond) // polling a flag
-				}
+				eventually(t, "Close to abandon the queue", func() (bool, string) {
+					return c.events.delivery.abandoned(), "queue not abandoned"
+				})
 			}
 			close(release)
 			if err := <-closed; err != nil {

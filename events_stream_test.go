@@ -36,13 +36,7 @@ func TestExitsWhileContainerdDown(t *testing.T) {
 		// The trap makes the exit status 3 when the test signals the
 		// process while containerd is down.
 		ctr := tc.newContainer(t, ids[i], []string{"sh", "-c", `trap "exit 3" TERM; while true; do sleep 0.05; done`})
-		task, err := ctr.NewTask(tc.ctx, "", false, (&capture{}).attach)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Start(tc.ctx); err != nil {
-			t.Fatal(err)
-		}
+		task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
 		tasks[i] = task
 		tc.backend.waitEvent(t, ids[i], types.EventStart, ids[i])
 	}
@@ -87,13 +81,7 @@ func TestExitsWhileContainerdDown(t *testing.T) {
 	// its exit.
 	newID := testutil.ID(t, "after")
 	ctr := tc.newContainer(t, newID, []string{"true"})
-	task, err := ctr.NewTask(tc.ctx, "", false, (&capture{}).attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
 	tc.backend.waitEvent(t, newID, types.EventExit, newID)
 	evs := tc.backend.all()
 	for i, id := range ids {

@@ -31,13 +31,7 @@ func TestContainerdDown(t *testing.T) {
 	id := testutil.ID(t)
 	ctr := tc.newContainer(t, id, []string{"sleep", "60"})
 	var out capture
-	task, err := ctr.NewTask(tc.ctx, "", true, out.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	task := tc.createAndStart(t, ctr, true, out.attach)
 	proc, err := task.Exec(tc.ctx, "sleeper", tc.processSpec(t, id, "sleep", "60"), false, (&capture{}).attach)
 	if err != nil {
 		t.Fatal(err)

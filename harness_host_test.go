@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // dirEntries lists what is under dir, for leftover checks.
@@ -95,13 +94,7 @@ func exited(pid uint32) bool {
 // waitGone waits until process pid has exited.
 func waitGone(t testing.TB, pid uint32) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !exited(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d still alive", pid)
-		}
-		time.Sleep(5 * time.Millisecond) // polling the kernel, not ordering events
-	}
+	eventually(t, fmt.Sprintf("pid %d to exit", pid), func() (bool, string) { return exited(pid), "still alive" })
 }
 
 // shimOf reports the pid of the shim of container id in namespace ns,

@@ -1,6 +1,7 @@
 package libcontainerd
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -65,19 +66,12 @@ func (c *capture) wait(t testing.TB) (stdout, stderr string) {
 // waitOutput waits until stdout contains want.
 func (c *capture) waitOutput(t testing.TB, want string) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
+	eventually(t, fmt.Sprintf("%q on stdout", want), func() (bool, string) {
 		c.mu.Lock()
+		defer c.mu.Unlock()
 		got := c.stdout.String()
-		c.mu.Unlock()
-		if strings.Contains(got, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stdout %q does not contain %q", got, want)
-		}
-		time.Sleep(5 * time.Millisecond) // polling for output, not ordering
-	}
+		return strings.Contains(got, want), fmt.Sprintf("stdout %q", got)
+	})
 }
 
 // engineIO is a capture that keeps the DirectIO it was given, so that a

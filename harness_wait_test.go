@@ -11,55 +11,62 @@ import (
 // failure deadline, not a way to order anything.
 const waitTimeout = 30 * time.Second
 
-// eventually polls cond until it holds, failing t after waitTimeout with
-// what and cond's last report. It is for state the test cannot be told
-// about (the kernel's, containerd's, counters), never to order events.
-func eventually(t testing.TB, what string, cond func() (ok bool, report string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		ok, report := cond()
-		if ok {
-			return
+// poll is the tests' one polling loop: it calls cond until it holds or
+// timeout has passed, and reports whether it held. It is for state nothing
+// tells the test about (the kernel's, containerd's, counters, output being
+// copied), never to order events: those are waited for on the Backend. It
+// may run on any goroutine.
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for interval := time.Millisecond; ; interval = min(2*interval, 20*time.Millisecond) {
+		if cond() {
+			return true
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %s", what, report)
+			return false
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(interval)
+	}
+}
+
+// eventually polls cond until it holds, failing t after waitTimeout with
+// what and cond's last report.
+func eventually(t testing.TB, what string, cond func() (ok bool, report string)) {
+	t.Helper()
+	var report string
+	if !poll(waitTimeout, func() bool {
+		var ok bool
+		ok, report = cond()
+		return ok
+	}) {
+		t.Fatalf("timed out waiting for %s: %s", what, report)
 	}
 }
 
 // errGiveUp stops a retry at once.
 var errGiveUp = errors.New("giving up")
 
-// retry runs op until it succeeds, for calls made while containerd
-// restarts. It may run on any goroutine.
+// retry runs op until it succeeds or gives up with errGiveUp, for calls
+// made while containerd restarts, and returns op's last error. It may run
+// on any goroutine.
 func retry(what string, op func() error) error {
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		err := op()
-		if err == nil || errors.Is(err, errGiveUp) {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		time.Sleep(20 * time.Millisecond) // waiting for containerd to serve again
+	var err error
+	if poll(waitTimeout, func() bool {
+		err = op()
+		return err == nil || errors.Is(err, errGiveUp)
+	}) {
+		return err
 	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
-// settle waits until measure() <= want, failing t after a deadline.
+// settle waits until measure() <= want, failing t after waitTimeout:
+// goroutines, streams and FIFOs that were closed are released
+// asynchronously.
 func settle(t testing.TB, what string, want int, measure func() int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, what, func() (bool, string) {
 		n := measure()
-		if n <= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d, want <= %d", what, n, want)
-		}
-		time.Sleep(10 * time.Millisecond) // closed streams and FIFOs are released asynchronously
-	}
+		return n <= want, fmt.Sprintf("%d, want <= %d", n, want)
+	})
 }

@@ -26,13 +26,7 @@ func TestNoLeaks(t *testing.T) {
 		id := testutil.ID(t, name)
 		ctr := tc.newContainer(t, id, []string{"cat"})
 		var out capture
-		task, err := ctr.NewTask(tc.ctx, "", true, out.attach)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := task.Start(tc.ctx); err != nil {
-			t.Fatal(err)
-		}
+		task := tc.createAndStart(t, ctr, true, out.attach)
 		var execOut capture
 		p, err := task.Exec(tc.ctx, "probe", &specs.Process{Args: []string{"echo", "exec"}, Cwd: "/", Env: []string{"PATH=/bin"}}, false, execOut.attach)
 		if err != nil {

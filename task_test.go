@@ -425,13 +425,7 @@ func TestStdinClosedEarly(t *testing.T) {
 	id := testutil.ID(t)
 	ctr := tc.newContainer(t, id, []string{"sh", "-c", "cat; echo init done"})
 	var out capture
-	task, err := ctr.NewTask(tc.ctx, "", true, closeAtOnce(&out))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	task := tc.createAndStart(t, ctr, true, closeAtOnce(&out))
 	if stdout, _ := out.wait(t); stdout != "init done\n" {
 		t.Fatalf("init stdout %q", stdout)
 	}
@@ -471,13 +465,7 @@ func TestLifecycleEvents(t *testing.T) {
 	id := testutil.ID(t)
 	ctr := tc.newContainer(t, id, []string{"sh", "-c", "cat; echo err >&2; exit 3"})
 	var out capture
-	task, err := ctr.NewTask(tc.ctx, "", true, out.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Start(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	task := tc.createAndStart(t, ctr, true, out.attach)
 	if _, err := out.stdin.Write([]byte("hello stdin\n")); err != nil {
 		t.Fatal(err)
 	}
