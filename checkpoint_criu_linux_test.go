@@ -129,17 +129,13 @@ func (ct *counterTask) lastCount(t testing.TB) int {
 // the first offset bytes of its output, and returns them.
 func (ct *counterTask) waitCount(t testing.TB, offset, n int) []int {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
+	var got []int
+	eventually(t, fmt.Sprintf("%d counter values of %s after byte %d", n, ct.id, offset), func() (bool, string) {
 		out := ct.stdout()
-		if got := counts(out[offset:]); len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d counter values after byte %d, want %d: %q", ct.id, len(counts(out[offset:])), offset, n, out)
-		}
-		time.Sleep(5 * time.Millisecond) // polling for output, not ordering
-	}
+		got = counts(out[offset:])
+		return len(got) >= n, fmt.Sprintf("stdout %q", out)
+	})
+	return got
 }
 
 // roundTrip writes a line to ct's stdin and waits for its echo.
@@ -209,8 +205,8 @@ func (tc *testClient) assertRestoredEvents(t testing.TB, ct *counterTask) {
 	if start := tc.backend.waitEvent(t, ct.id, types.EventStart, ct.id); start.Pid != ct.task.Pid() {
 		t.Fatalf("start event %+v, want pid %d", start, ct.task.Pid())
 	}
-	if n := countExits(tc.backend.of(ct.id), ct.id); n != 0 {
-		t.Fatalf("%d exit events of the running %s: %v", n, ct.id, tc.backend.of(ct.id))
+	if exits := exitsOfPid(tc.backend.of(ct.id), ct.id, ct.task.Pid()); len(exits) != 0 {
+		t.Fatalf("exit events of the running %s: %v", ct.id, exits)
 	}
 }
 
@@ -218,21 +214,11 @@ func (tc *testClient) assertRestoredEvents(t testing.TB, ct *counterTask) {
 // the Backend exactly once.
 func (tc *testClient) stopAndCheckExit(t testing.TB, ct *counterTask) {
 	t.Helper()
+	pid := ct.task.Pid()
 	tc.removeCounter(t, ct)
-	if n := countExits(tc.backend.of(ct.id), ct.id); n != 1 {
-		t.Fatalf("%d exit events of %s, want 1: %v", n, ct.id, tc.backend.of(ct.id))
+	if exits := exitsOfPid(tc.backend.of(ct.id), ct.id, pid); len(exits) != 1 {
+		t.Fatalf("exit events of %s pid %d: %v, want one", ct.id, pid, exits)
 	}
-}
-
-// countExits counts the exit events of process processID in evs.
-func countExits(evs []event, processID string) int {
-	n := 0
-	for _, e := range evs {
-		if e.Type == types.EventExit && e.Info.ProcessID == processID {
-			n++
-		}
-	}
-	return n
 }
 
 // assertNothingLeft checks that the client's state dir is empty (no
@@ -475,9 +461,8 @@ func TestCheckpointCRIUExec(t *testing.T) {
 					t.Fatal(err)
 				}
 				orig.task = nil
-				evs := tc.backend.of(orig.id)
-				if n := countEvents(evs, orig.id, types.EventExit); n != 2 {
-					t.Fatalf("%d exit events, want one of the exec and one of the init: %v", n, evs)
+				if exits := exitsOf(tc.backend.of(orig.id), orig.id); len(exits) != 2 {
+					t.Fatalf("exit events %v, want one of the exec and one of the init", exits)
 				}
 			} else {
 				echo("after")
@@ -589,8 +574,8 @@ func (tc *testClient) assertRefused(t *testing.T, task types.Task, check func(er
 			}
 		}
 		err := task.CreateCheckpoint(tc.ctx, dir, true)
-		if !errdefs.IsFailedPrecondition(err) {
-			t.Fatalf("refused checkpoint: %v, want FailedPrecondition%s", err, criuLog(err))
+		if wantClass(t, "refused checkpoint", err, "FailedPrecondition"); t.Failed() {
+			t.Fatalf("refused checkpoint of %s%s", dir, criuLog(err))
 		}
 		if exists {
 			if left := dirEntries(t, dir); len(left) != 0 {
