@@ -91,9 +91,13 @@ type taskEvent struct {
 	// deleted marks a TaskDelete: not delivered, but it ends the process
 	// and carries its exit status.
 	deleted bool
-	// synthesized marks an exit that did not come from a TaskExit:
-	// reconciliation, or a TaskDelete.
+	// synthesized marks an exit that did not come from a TaskExit
+	// (reconciliation, or a TaskDelete), or an EventOOM of the client's
+	// making.
 	synthesized bool
+	// oomKilled marks an exit whose container's memory cgroup recorded an
+	// OOM kill, checked because processStore.oomCheckDue asked for it.
+	oomKilled bool
 	// at is when containerd published the event; zero when unknown.
 	at time.Time
 }
@@ -141,8 +145,10 @@ func processIDOf(containerID, id string) string {
 
 // handleEnvelope decodes one event from the stream and hands it to the
 // store. It runs on the event loop only, so that the store sees the
-// stream's events in the stream's order.
-func (m *eventMonitor) handleEnvelope(env *events.Envelope) {
+// stream's events in the stream's order. An exit the store says may owe an
+// EventOOM has the container's memory cgroup checked first (bounded by
+// oomCheckTimeout).
+func (m *eventMonitor) handleEnvelope(ctx context.Context, env *events.Envelope) {
 	if env == nil || env.Event == nil {
 		m.logger.WithField("event", env).Warn("invalid event")
 		return
@@ -163,6 +169,7 @@ func (m *eventMonitor) handleEnvelope(env *events.Envelope) {
 	}
 	ev.at = env.Timestamp
 	m.counters.received.Add(1)
+	m.checkOOM(ctx, &ev)
 	m.store.handle(ev)
 }
 

@@ -51,12 +51,21 @@ type incarnation struct {
 	// loaded marks an incarnation the API found (Task, AttachTask) rather
 	// than saw being created or started.
 	loaded bool
+	// oomSynthesized marks an init incarnation whose exit was preceded by
+	// an EventOOM of the client's making (see oomOwed): a TaskOOM of it
+	// that arrives later is not delivered.
+	oomSynthesized bool
 }
 
 type procRecord struct {
 	cur  incarnation
 	past []uint32 // pids of earlier incarnations whose exit is settled, newest last
 	gone bool     // deleted; kept as a tombstone for late events
+	// Of the init process only: when the last TaskOOM of the container
+	// that was delivered had been published (zero: none), and whether the
+	// incarnation before cur had a synthesized EventOOM.
+	oomAt              time.Time
+	prevOOMSynthesized bool
 }
 
 type containerHold struct {
@@ -72,6 +81,10 @@ type tombstone struct {
 // maxPastPids bounds the history of one process ID (an ID reused by
 // successive tasks or execs).
 const maxPastPids = 8
+
+// oomExitStatus is the exit status of a process killed by SIGKILL, which
+// is how the kernel's OOM killer ends it.
+const oomExitStatus = 128 + 9
 
 type pendingProcess struct {
 	containerID, processID string
@@ -131,8 +144,20 @@ func (s *processStore) apply(ev taskEvent) {
 		s.get(k).create(ev.info.Pid, ev.at)
 	case ev.typ == types.EventStart || ev.typ == types.EventExecStarted:
 		deliver = s.get(k).start(ev.info.Pid)
+	case ev.typ == types.EventOOM:
+		at := ev.at
+		if at.IsZero() {
+			at = s.now()
+		}
+		deliver = s.get(procKey{ev.info.ContainerID, ev.info.ContainerID}).oom(at)
 	case ev.typ == types.EventExit:
-		deliver = s.get(k).exit(ev.info.Pid, ev.info.ExitedAt)
+		r := s.get(k)
+		oomOwed := ev.oomKilled && r.oomOwed(k, ev)
+		deliver = r.exit(ev.info.Pid, ev.info.ExitedAt)
+		if deliver && oomOwed {
+			r.cur.oomSynthesized = true
+			s.emit(taskEvent{typ: types.EventOOM, info: types.EventInfo{ContainerID: ev.info.ContainerID}, synthesized: true})
+		}
 	}
 	if !deliver {
 		s.counters.deduplicated.Add(1)
@@ -142,6 +167,25 @@ func (s *processStore) apply(ev taskEvent) {
 		s.counters.synthesized.Add(1)
 	}
 	s.emit(ev)
+}
+
+// oomCheckDue reports whether exit ev owes the engine a look at the
+// container's memory cgroup: it is the exit of the init process with
+// status 137, it is to be delivered as the exit of the incarnation it
+// settles, and no EventOOM was delivered for that incarnation. The caller
+// checks (see eventMonitor.oomKilled), outside the store, and hands the
+// exit to handle with oomKilled set to what it found; handle decides
+// again, so a decision that went stale meanwhile costs nothing but the
+// check.
+func (s *processStore) oomCheckDue(ev taskEvent) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := procKey{ev.info.ContainerID, ev.info.ProcessID}
+	r := s.procs[k]
+	if r == nil {
+		r = &procRecord{}
+	}
+	return r.oomOwed(k, ev)
 }
 
 // observeCreate records a process the API created (NewTask, Exec), created
@@ -336,30 +380,104 @@ func (r *procRecord) start(pid uint32) bool {
 	}
 }
 
-// exit records an exit of pid at exitedAt and reports whether it is to be
-// delivered: once per incarnation.
-func (r *procRecord) exit(pid uint32, exitedAt time.Time) bool {
+// exitKind classifies an exit against what a record knows.
+type exitKind uint8
+
+const (
+	exitSettled exitKind = iota // of an incarnation whose exit is settled, or of an earlier one
+	exitCurrent                 // settles the current incarnation
+	exitFirst                   // the first thing known of the process: a new incarnation, exited
+	exitStray                   // of a process never seen beside the one known
+)
+
+// exitOf classifies an exit of pid at exitedAt; it changes nothing.
+func (r *procRecord) exitOf(pid uint32, exitedAt time.Time) exitKind {
 	before := func(createdAt time.Time) bool {
 		return !exitedAt.IsZero() && !createdAt.IsZero() && exitedAt.Before(createdAt)
 	}
 	switch {
 	case pid == r.cur.pid && r.cur.phase != phaseNone, r.cur.pid == 0 && r.live():
 		if r.cur.phase == phaseExited || before(r.cur.createdAt) {
-			return false
+			return exitSettled
 		}
+		return exitCurrent
+	case slices.Contains(r.past, pid), before(r.cur.createdAt):
+		return exitSettled
+	case r.cur.phase == phaseNone:
+		return exitFirst
+	default:
+		return exitStray
+	}
+}
+
+// exit records an exit of pid at exitedAt and reports whether it is to be
+// delivered: once per incarnation.
+func (r *procRecord) exit(pid uint32, exitedAt time.Time) bool {
+	switch r.exitOf(pid, exitedAt) {
+	case exitCurrent:
 		r.cur.pid, r.cur.phase = pid, phaseExited
 		return true
-	case slices.Contains(r.past, pid), before(r.cur.createdAt):
-		return false
-	case r.cur.phase == phaseNone:
+	case exitFirst:
 		r.cur = incarnation{pid: pid, phase: phaseExited}
 		return true
-	default:
+	case exitStray:
 		// The exit of a process this client never saw beside the one it
 		// knows: deliver it once.
 		r.remember(pid)
 		return true
+	default:
+		return false
 	}
+}
+
+// oomOwed reports whether exit ev of process k, if the memory cgroup
+// recorded an OOM kill, is to be preceded by an EventOOM: the exit of the
+// init process with status 137 that settles the current (or a first)
+// incarnation, for which no EventOOM was delivered. The cgroup checked is
+// that of the container's task, which is the current incarnation's: a
+// stray exit gets none.
+func (r *procRecord) oomOwed(k procKey, ev taskEvent) bool {
+	if ev.typ != types.EventExit || ev.deleted || k.processID != k.containerID || ev.info.ExitCode != oomExitStatus {
+		return false
+	}
+	var inc incarnation
+	switch r.exitOf(ev.info.Pid, ev.info.ExitedAt) {
+	case exitCurrent:
+		inc = r.cur
+	case exitFirst:
+		// Created when, unknown: any TaskOOM delivered may be its.
+	default:
+		return false
+	}
+	return !r.oomDelivered(inc)
+}
+
+// oomDelivered reports whether an EventOOM was delivered for incarnation
+// inc of the init process: one synthesized, or a TaskOOM published after
+// inc was created (or when that is unknown: nothing is invented).
+func (r *procRecord) oomDelivered(inc incarnation) bool {
+	if inc.oomSynthesized {
+		return true
+	}
+	return !r.oomAt.IsZero() && (inc.createdAt.IsZero() || !r.oomAt.Before(inc.createdAt))
+}
+
+// oom records a TaskOOM of the container published at at and reports
+// whether it is to be delivered: every one is, as with moby, except one
+// of an incarnation whose EventOOM the client synthesized already (the
+// TaskOOM came late, or after a reconciliation).
+func (r *procRecord) oom(at time.Time) bool {
+	if !r.cur.createdAt.IsZero() && at.Before(r.cur.createdAt) {
+		// Of an earlier incarnation.
+		return !r.prevOOMSynthesized
+	}
+	if r.cur.oomSynthesized {
+		return false
+	}
+	if at.After(r.oomAt) {
+		r.oomAt = at
+	}
+	return true
 }
 
 // deletedExit records that someone deleted incarnation pid and reports
@@ -390,6 +508,7 @@ func (r *procRecord) retire() {
 	if r.cur.phase == phaseExited {
 		r.remember(r.cur.pid)
 	}
+	r.prevOOMSynthesized = r.cur.oomSynthesized
 }
 
 func (r *procRecord) remember(pid uint32) {

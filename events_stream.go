@@ -189,7 +189,7 @@ func (m *eventMonitor) subscribe(ctx context.Context, ready func()) error {
 				}
 				continue
 			}
-			m.handleEnvelope(env)
+			m.handleEnvelope(subCtx, env)
 		}
 	}
 }
@@ -250,7 +250,12 @@ func (m *eventMonitor) reconcile(ctx context.Context) {
 		default:
 			info.ExitCode, info.ExitedAt = resp.Process.ExitStatus, resp.Process.ExitedAt.AsTime()
 		}
-		m.store.handle(taskEvent{typ: types.EventExit, info: info, synthesized: true})
+		ev := taskEvent{typ: types.EventExit, info: info, synthesized: true}
+		if info.Error == nil {
+			// The task is stopped, not deleted: its cgroup is still there.
+			m.checkOOM(ctx, &ev)
+		}
+		m.store.handle(ev)
 	}
 }
 

@@ -365,14 +365,14 @@ func TestProcessStoreBounded(t *testing.T) {
 		t.Fatal("late exit of a deleted process delivered twice")
 	}
 	now = now.Add(2 * time.Minute)
-	s.handle(taskEvent{typ: types.EventOOM, info: types.EventInfo{ContainerID: "x"}})
+	s.handle(taskEvent{typ: types.EventPaused, info: types.EventInfo{ContainerID: "x"}})
 	if n := s.size(); n != 0 {
 		t.Fatalf("%d processes remembered after the TTL, want 0", n)
 	}
 	// A live process is never forgotten.
 	s.handle(taskEvent{typ: types.EventStart, info: info("live", 1)})
 	now = now.Add(time.Hour)
-	s.handle(taskEvent{typ: types.EventOOM, info: types.EventInfo{ContainerID: "x"}})
+	s.handle(taskEvent{typ: types.EventPaused, info: types.EventInfo{ContainerID: "x"}})
 	if len(s.pending()) != 1 {
 		t.Fatal("live process forgotten")
 	}
