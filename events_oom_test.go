@@ -101,7 +101,12 @@ func TestProcessStoreOOM(t *testing.T) {
 		}},
 		{"the exit from a TaskDelete gets no EventOOM: the cgroup is gone", []oomStep{
 			notDue(step(ev(start, "c", 10), start)),
-			notDue(step(func() taskEvent { e := deletedEv("c", 10); e.info.ExitCode = oomExitStatus; e.oomKilled = true; return e }(), exit)),
+			notDue(step(func() taskEvent {
+				e := deletedEv("c", 10)
+				e.info.ExitCode = oomExitStatus
+				e.oomKilled = true
+				return e
+			}(), exit)),
 		}},
 		{"an exit found by reconciliation is checked like a TaskExit", []oomStep{
 			notDue(api("observeStart", "c", 10)),
