@@ -96,6 +96,7 @@ type env struct {
 	cli      *containerd.Client
 	lib      *libcontainerd.Client
 	be       *backend
+	calls    *callCounter // requests on cli, by namespace
 	moby     types.Client // nil without Config.MobyClient
 	mobyBe   *backend
 	mobyNS   string
@@ -138,6 +139,7 @@ func Run(ctx context.Context, cfg Config) (_ *Result, retErr error) {
 	e := &env{
 		cfg:     cfg,
 		be:      newBackend(),
+		calls:   newCallCounter(),
 		libNS:   "lcdbench-lib-" + suffix,
 		rawNS:   "lcdbench-raw-" + suffix,
 		mobyNS:  "lcdbench-moby-" + suffix,
@@ -190,7 +192,7 @@ func (e *env) setup(ctx context.Context) error {
 	if e.work, err = os.MkdirTemp("", "lcd-bench-"); err != nil {
 		return err
 	}
-	if e.cli, err = containerd.New(e.d.Address, containerd.WithTimeout(10*time.Second)); err != nil {
+	if e.cli, err = containerd.New(e.d.Address, containerd.WithTimeout(10*time.Second), containerd.WithExtraDialOpts(e.calls.dialOpts())); err != nil {
 		return err
 	}
 	v, err := e.cli.Version(ctx)

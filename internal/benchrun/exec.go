@@ -232,12 +232,16 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	}
 	rot := e.rotation()
 	warm, n := e.n(10, 3), e.n(200, 20)
+	var before [allArms]map[string]int
 	var totals [allArms][]float64
 	var perStep [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(execStepNames))
 	}
 	for i := range warm + n {
+		if i == warm {
+			before = e.callSnapshots()
+		}
 		for _, a := range rot[i%len(rot)] {
 			var st execSteps
 			var err error
@@ -279,7 +283,9 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	}
 	e.add(Row{Metric: "exec A/A control: raw arm 2 vs arm 1, p50", Unit: "ms",
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
+	calls := e.addCalls("exec", before, n)
 	e.note("Exec: %d execs of `true` per arm (%s) in a sleeping container of each, taking turns in rotating order after %d warm-ups; the baseline pools both raw arms; "+
 		"library = Task.Exec, exit event, Process.Delete; raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete%s.", n, e.armNames(), warm, e.mobyNote())
+	e.note("%s", calls)
 	return nil
 }

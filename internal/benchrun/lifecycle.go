@@ -204,6 +204,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 		}
 	}
 	n := e.n(120, 10)
+	before := e.callSnapshots()
 	var totals [allArms][]float64
 	var perStep [allArms][][]float64
 	for a := range perStep {
@@ -238,13 +239,45 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 	}
 	e.add(Row{Metric: "lifecycle A/A control: raw arm 2 vs arm 1, p50", Unit: "ms",
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
+	calls := e.addCalls("lifecycle", before, n)
 	for j, name := range stepNames {
 		e.res.Steps = append(e.res.Steps, e.stepRow(name, &perStep, j))
 	}
 	e.note("Lifecycle: %d sequential lifecycles of `/bin/true` per arm (%s) taking turns one by one in rotating order, "+
 		"after %d warm-ups each; the baseline pools both raw arms; library = NewContainer, NewTask (FIFOs copied into a sink), Start, exit event at the Backend, Task.Delete, Container.Delete; "+
 		"raw = NewContainer, NewTask with cio FIFOs, Wait, Start, exit from Wait, Delete, Delete%s.", n, e.armNames(), warm, e.mobyNote())
+	e.note("%s", calls)
 	return nil
+}
+
+// callSnapshots returns the request counts of the arms' namespaces so far.
+func (e *env) callSnapshots() [allArms]map[string]int {
+	var s [allArms]map[string]int
+	s[armLib] = e.calls.snapshot(e.libNS)
+	s[armRaw] = e.calls.snapshot(e.rawNS)
+	if e.moby != nil {
+		s[armMoby] = e.calls.snapshot(e.mobyNS)
+	}
+	return s
+}
+
+// addCalls reports the containerd requests per iteration (lifecycle,
+// exec) each arm made since before, n iterations per arm: a row against
+// moby's client (or the raw client without it); it returns the breakdown
+// by method, for a note.
+func (e *env) addCalls(what string, before [allArms]map[string]int, n int) string {
+	lib := e.calls.since(e.libNS, before[armLib], n)
+	raw := e.calls.since(e.rawNS, before[armRaw], 2*n) // raw and raw again share the namespace
+	base, baseName := raw, "raw client"
+	line := fmt.Sprintf("Containerd requests per %s (on the shared client, by method): library %s (%s); raw %s (%s)",
+		what, num(lib.total), lib, num(raw.total), raw)
+	if e.moby != nil {
+		moby := e.calls.since(e.mobyNS, before[armMoby], n)
+		base, baseName = moby, "moby"
+		line += fmt.Sprintf("; moby %s (%s)", num(moby.total), moby)
+	}
+	e.add(Row{Metric: "containerd requests per " + what, Lib: lib.total, Base: base.total, BaseName: baseName})
+	return line + "."
 }
 
 // stepRow is the p50 of step j on each arm, the raw arms pooled.

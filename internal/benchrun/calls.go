@@ -1,0 +1,93 @@
+package benchrun
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"google.golang.org/grpc"
+)
+
+// callCounter counts the requests made on the shared containerd client, by
+// namespace and method, so that the arms of a phase can be compared by the
+// round trips they make, not only by time. It sits on every call of every
+// arm alike (a map increment under a mutex, far below a round trip). The
+// library's event connection is its own and is not counted; it makes no
+// request per process.
+type callCounter struct {
+	mu sync.Mutex
+	n  map[string]map[string]int // namespace -> method -> calls
+}
+
+func newCallCounter() *callCounter {
+	return &callCounter{n: make(map[string]map[string]int)}
+}
+
+func (c *callCounter) dialOpts() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			c.add(ctx, method)
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			c.add(ctx, method)
+			return streamer(ctx, desc, cc, method, opts...)
+		}),
+	}
+}
+
+func (c *callCounter) add(ctx context.Context, method string) {
+	ns, _ := namespaces.Namespace(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.n[ns]
+	if m == nil {
+		m = make(map[string]int)
+		c.n[ns] = m
+	}
+	m[method]++
+}
+
+// snapshot returns the counts of namespace ns so far.
+func (c *callCounter) snapshot(ns string) map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.n[ns])
+}
+
+// callsPer is what namespace ns asked containerd between snapshot before
+// and now, per iteration of n.
+type callsPer struct {
+	total    float64
+	byMethod map[string]float64
+}
+
+func (c *callCounter) since(ns string, before map[string]int, n int) callsPer {
+	now := c.snapshot(ns)
+	per := callsPer{byMethod: make(map[string]float64)}
+	for m, v := range now {
+		if d := v - before[m]; d > 0 {
+			per.byMethod[m] = float64(d) / float64(n)
+			per.total += float64(d) / float64(n)
+		}
+	}
+	return per
+}
+
+// String lists the methods, short names, e.g. "Containers.Create 1,
+// Tasks.Create 1".
+func (p callsPer) String() string {
+	var parts []string
+	for _, m := range slices.Sorted(maps.Keys(p.byMethod)) {
+		name := m
+		if i := strings.LastIndex(m, "."); i >= 0 {
+			name = m[i+1:] // "/containerd.services.tasks.v1.Tasks/Create" -> "Tasks/Create"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s", strings.Replace(name, "/", ".", 1), num(p.byMethod[m])))
+	}
+	return strings.Join(parts, ", ")
+}
