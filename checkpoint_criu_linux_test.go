@@ -346,6 +346,54 @@ func TestCheckpointCRIURestoreTwice(t *testing.T) {
 	tc.assertNothingLeft(t)
 }
 
+// TestCheckpointCRIURestoreRefused restores from a checkpoint directory
+// that lost its memory pages, as an incomplete copy would: CRIU refuses
+// the restore, Start fails with a class, the task stays created and is
+// deleted like any other, no exit is reported for a process that never
+// ran, and nothing is left behind.
+func TestCheckpointCRIURestoreRefused(t *testing.T) {
+	t.Parallel()
+	requireCRIU(t)
+	tc := newTestClient(t)
+	orig := tc.startCounter(t, testutil.ID(t), "")
+	orig.waitCount(t, 0, 3)
+	dir := filepath.Join(t.TempDir(), "checkpoint")
+	tc.checkpoint(t, orig, dir, true)
+	tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
+	tc.removeCounter(t, orig)
+	pages, err := filepath.Glob(filepath.Join(dir, "pages-*.img"))
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no memory pages in the checkpoint (%v): %v", err, dirEntries(t, dir))
+	}
+	for _, p := range pages {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	id := testutil.ID(t, "restored")
+	ctr := tc.newContainer(t, id, []string{"sh", "-c", counterScript})
+	var out capture
+	task, err := ctr.NewTask(tc.ctx, dir, true, out.attach)
+	if err != nil {
+		t.Fatalf("NewTask from the incomplete checkpoint: %v", err)
+	}
+	assertRuntimeError(t, "start from an incomplete checkpoint", task.Start(tc.ctx))
+	if st, err := task.Status(tc.ctx); err != nil || st.Status != containerd.Created {
+		t.Fatalf("status after the failed restore: %+v, %v; want created", st, err)
+	}
+	if _, err := task.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exits := exitsOf(tc.backend.of(id), id); len(exits) != 0 {
+		t.Fatalf("exits of a restore that never ran: %v", exits)
+	}
+	tc.assertNothingLeft(t)
+}
+
 // TestCheckpointCRIUPaused checkpoints a paused task. Left running, it
 // stays paused and, once resumed, counts on from where it was paused;
 // with exit, it exits (once, killed). A restored copy counts on from
