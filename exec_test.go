@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -23,50 +22,28 @@ import (
 // saw EOF: its output, exit event and exit status.
 func TestExecStdin(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-
-	var out capture
-	p, err := task.Exec(tc.ctx, "cat", tc.processSpec(t, id, "cat"), true, out.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := out.stdin.Write([]byte("through the exec\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.stdin.Close(); err != nil {
-		t.Fatal(err)
-	}
-	exit := tc.backend.waitEvent(t, id, types.EventExit, "cat")
-	if exit.ExitCode != 0 || exit.Pid != p.Pid() {
-		t.Fatalf("exit event %+v, want code 0 pid %d", exit, p.Pid())
-	}
+	tc, id, task := newSleeperTest(t)
+	p, out := tc.exec(t, task, "cat", true, "cat")
+	out.send(t, "through the exec\n")
+	out.closeStdin(t)
 	if stdout, stderr := out.wait(t); stdout != "through the exec\n" || stderr != "" {
 		t.Fatalf("stdout %q stderr %q", stdout, stderr)
 	}
-	st, err := p.Delete(tc.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.ExitCode() != 0 {
-		t.Fatalf("exit status %d, want 0", st.ExitCode())
+	pid := p.Pid()
+	exit, st := tc.reap(t, id, "cat", p)
+	if exit.ExitCode != 0 || exit.Pid != pid || st.ExitCode() != 0 {
+		t.Fatalf("exit event %+v, exit status %d; want code 0 pid %d", exit, st.ExitCode(), pid)
 	}
 	tc.backend.waitEvent(t, id, types.EventExecAdded, "cat")
 	tc.backend.waitEvent(t, id, types.EventExecStarted, "cat")
-	if left, _ := filepath.Glob(filepath.Join(tc.stateDir, id, "cat-*")); len(left) != 0 {
-		t.Fatalf("fifos left after delete: %v", left)
-	}
+	tc.assertNoFIFOs(t, id, "cat")
 }
 
 // TestExecTTYResize runs an exec on a terminal, resizes the terminal and
 // reads the size back with stty.
 func TestExecTTYResize(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-
+	tc, id, task := newSleeperTest(t)
 	spec := tc.processSpec(t, id, "sh", "-c", "read line; stty size")
 	spec.Terminal = true
 	var out engineIO
@@ -83,15 +60,10 @@ func TestExecTTYResize(t *testing.T) {
 	if err := p.Resize(tc.ctx, 123, 45); err != nil {
 		t.Fatalf("Resize: %v", err)
 	}
-	if _, err := out.stdin.Write([]byte("\n")); err != nil {
-		t.Fatal(err)
-	}
+	out.send(t, "\n")
 	out.waitOutput(t, "45 123")
-	if exit := tc.backend.waitEvent(t, id, types.EventExit, "tty"); exit.ExitCode != 0 {
+	if exit, _ := tc.reap(t, id, "tty", p); exit.ExitCode != 0 {
 		t.Fatalf("exit event %+v, want code 0", exit)
-	}
-	if _, err := p.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -99,32 +71,22 @@ func TestExecTTYResize(t *testing.T) {
 // own output and its events.
 func TestExecConcurrent(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-
+	tc, id, task := newSleeperTest(t)
 	const n = 20
 	var (
 		ids    = make([]string, n)
 		pspecs = make([]*specs.Process, n)
 		outs   = make([]capture, n)
 		procs  = make([]types.Process, n)
-		errs   = make([]error, n)
-		wg     sync.WaitGroup
 	)
 	for i := range n {
 		ids[i] = fmt.Sprintf("exec-%d", i)
 		pspecs[i] = tc.processSpec(t, id, "echo", "hello", ids[i])
 	}
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			procs[i], errs[i] = task.Exec(tc.ctx, ids[i], pspecs[i], false, outs[i].attach)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := inParallel(n, func(i int) (err error) {
+		procs[i], err = task.Exec(tc.ctx, ids[i], pspecs[i], false, outs[i].attach)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range n {
@@ -136,21 +98,16 @@ func TestExecConcurrent(t *testing.T) {
 		// says it has.
 		tc.backend.waitEvent(t, id, types.EventExit, ids[i])
 	}
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := procs[i].Delete(tc.ctx)
-			switch {
-			case err != nil:
-				errs[i] = fmt.Errorf("delete %s: %w", ids[i], err)
-			case st.ExitCode() != 0:
-				errs[i] = fmt.Errorf("exec %s: exit status %d", ids[i], st.ExitCode())
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := inParallel(n, func(i int) error {
+		st, err := procs[i].Delete(tc.ctx)
+		switch {
+		case err != nil:
+			return fmt.Errorf("delete %s: %w", ids[i], err)
+		case st.ExitCode() != 0:
+			return fmt.Errorf("exec %s: exit status %d", ids[i], st.ExitCode())
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	tc.backend.waitUntil(t, "20 exec-added, exec-started and exits", func(evs []event) bool {
@@ -163,24 +120,15 @@ func TestExecConcurrent(t *testing.T) {
 			t.Fatalf("unexpected exit %v", e)
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(tc.stateDir, id, "exec-*")); len(left) != 0 {
-		t.Fatalf("fifos left after delete: %v", left)
-	}
+	tc.assertNoFIFOs(t, id, "exec")
 }
 
 // TestExecDuplicateID checks that a second exec with the ID of a running one
 // is a Conflict and leaves the first one's FIFOs and output alone.
 func TestExecDuplicateID(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-
-	var first capture
-	p, err := task.Exec(tc.ctx, "dup", tc.processSpec(t, id, "sh", "-c", "while read l; do echo got:$l; done"), true, first.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc, id, task := newSleeperTest(t)
+	p, first := tc.exec(t, task, "dup", true, "sh", "-c", "while read l; do echo got:$l; done")
 	fifos := snapshotDir(t, filepath.Join(tc.stateDir, id))
 
 	var second capture
@@ -194,13 +142,9 @@ func TestExecDuplicateID(t *testing.T) {
 		t.Fatalf("bundle changed by the duplicate exec: %v, was %v", got, fifos)
 	}
 	// The first exec still reads its stdin and writes its stdout.
-	if _, err := first.stdin.Write([]byte("one\n")); err != nil {
-		t.Fatal(err)
-	}
+	first.send(t, "one\n")
 	first.waitOutput(t, "got:one\n")
-	if err := first.stdin.Close(); err != nil {
-		t.Fatal(err)
-	}
+	first.closeStdin(t)
 	if exit := tc.backend.waitEvent(t, id, types.EventExit, "dup"); exit.ExitCode != 0 || exit.Pid != p.Pid() {
 		t.Fatalf("exit event %+v, want code 0 pid %d", exit, p.Pid())
 	}
@@ -224,42 +168,14 @@ func TestExecDuplicateID(t *testing.T) {
 // Delete.
 func TestExecExitCode(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-
-	for _, c := range []struct {
-		name string
-		args []string
-		kill bool
-		want uint32
-	}{
-		{"exit-5", []string{"sh", "-c", "exit 5"}, false, 5},
-		{"exit-0", []string{"true"}, false, 0},
-		{"sigkill", []string{"sleep", "3600"}, true, 137},
-	} {
+	tc, id, task := newSleeperTest(t)
+	for _, c := range exitCases {
 		t.Run(c.name, func(t *testing.T) {
-			var out capture
-			p, err := task.Exec(tc.ctx, c.name, tc.processSpec(t, id, c.args...), false, out.attach)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.kill {
-				if err := p.Kill(tc.ctx, syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-			}
-			exit := tc.backend.waitEvent(t, id, types.EventExit, c.name)
-			if exit.ExitCode != c.want || exit.Pid != p.Pid() {
-				t.Fatalf("exit event %+v, want code %d pid %d", exit, c.want, p.Pid())
-			}
-			st, err := p.Delete(tc.ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.ExitCode() != c.want {
-				t.Fatalf("exit status %d, want %d", st.ExitCode(), c.want)
-			}
+			p, _ := tc.exec(t, task, c.name, false, c.args...)
+			c.end(t, tc, p)
+			pid := p.Pid()
+			exit, st := tc.reap(t, id, c.name, p)
+			c.check(t, exit, st, pid)
 		})
 	}
 }
@@ -268,19 +184,9 @@ func TestExecExitCode(t *testing.T) {
 // Kill.
 func TestExecNotFound(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-
-	var out capture
-	p, err := task.Exec(tc.ctx, "once", tc.processSpec(t, id, "true"), false, out.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc.backend.waitEvent(t, id, types.EventExit, "once")
-	if _, err := p.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc, id, task := newSleeperTest(t)
+	p, _ := tc.exec(t, task, "once", false, "true")
+	tc.reap(t, id, "once", p)
 	if _, err := p.Delete(tc.ctx); !errdefs.IsNotFound(err) {
 		t.Fatalf("second Delete: %v, want NotFound", err)
 	}
@@ -299,34 +205,25 @@ func TestFailuresLeaveNoFIFOs(t *testing.T) {
 	t.Parallel()
 	tc := newTestClient(t)
 	errStdio := errors.New("engine cannot attach")
-	failing := func(*cio.DirectIO) (cio.IO, error) { return nil, errStdio }
-	panicking := func(*cio.DirectIO) (cio.IO, error) { panic("engine bug") }
+	failures := []struct {
+		name   string
+		args   []string
+		attach types.StdioCallback
+	}{
+		{"stdio error", []string{"true"}, func(*cio.DirectIO) (cio.IO, error) { return nil, errStdio }},
+		{"stdio panic", []string{"true"}, func(*cio.DirectIO) (cio.IO, error) { panic("engine bug") }},
+		{"runtime fails", []string{"/no/such/binary"}, (&capture{}).attach},
+	}
 
 	t.Run("NewTask", func(t *testing.T) {
-		for _, c := range []struct {
-			name   string
-			args   []string
-			attach types.StdioCallback
-		}{
-			{"stdio error", []string{"true"}, failing},
-			{"stdio panic", []string{"true"}, panicking},
-			{"runc create fails", []string{"/no/such/binary"}, (&capture{}).attach},
-		} {
+		for _, c := range failures {
 			t.Run(c.name, func(t *testing.T) {
 				id := testutil.ID(t)
 				ctr := tc.newContainer(t, id, c.args)
 				if _, err := ctr.NewTask(tc.ctx, "", true, c.attach); err == nil {
 					t.Fatal("NewTask succeeded")
 				}
-				if left := dirEntries(t, filepath.Join(tc.stateDir, id)); len(left) != 0 {
-					t.Fatalf("left in bundle: %v", left)
-				}
-				if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
-					t.Fatalf("Task after failed NewTask: %v, want NotFound", err)
-				}
-				if err := ctr.Delete(tc.ctx); err != nil {
-					t.Fatal(err)
-				}
+				tc.deleteWithoutTask(t, id, ctr)
 			})
 		}
 	})
@@ -336,15 +233,7 @@ func TestFailuresLeaveNoFIFOs(t *testing.T) {
 		_, task := tc.runSleeper(t, id)
 		bundle := filepath.Join(tc.stateDir, id)
 		before := snapshotDir(t, bundle)
-		for _, c := range []struct {
-			name   string
-			args   []string
-			attach types.StdioCallback
-		}{
-			{"stdio error", []string{"true"}, failing},
-			{"stdio panic", []string{"true"}, panicking},
-			{"start fails", []string{"/no/such/binary"}, (&capture{}).attach},
-		} {
+		for _, c := range failures {
 			if _, err := task.Exec(tc.ctx, "failing", tc.processSpec(t, id, c.args...), true, c.attach); err == nil {
 				t.Fatalf("%s: Exec succeeded", c.name)
 			}
@@ -353,17 +242,10 @@ func TestFailuresLeaveNoFIFOs(t *testing.T) {
 			}
 		}
 		// The ID is free again.
-		var out capture
-		p, err := task.Exec(tc.ctx, "failing", tc.processSpec(t, id, "echo", "ok"), false, out.attach)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p, out := tc.exec(t, task, "failing", false, "echo", "ok")
 		if stdout, _ := out.wait(t); stdout != "ok\n" {
 			t.Fatalf("stdout %q", stdout)
 		}
-		tc.backend.waitEvent(t, id, types.EventExit, "failing")
-		if _, err := p.Delete(tc.ctx); err != nil {
-			t.Fatal(err)
-		}
+		tc.reap(t, id, "failing", p)
 	})
 }

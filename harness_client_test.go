@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -22,8 +23,8 @@ import (
 
 const runcShim = "io.containerd.runc.v2"
 
-// testClient is a Client on the shared daemon with its own namespace and
-// state directory, closed when the test ends.
+// testClient is a Client with its own namespace and state directory,
+// closed when the test ends.
 type testClient struct {
 	*Client
 	ctx      context.Context
@@ -33,17 +34,34 @@ type testClient struct {
 	daemon   *testutil.Daemon
 }
 
-func newTestClient(t *testing.T, opts ...Option) *testClient {
-	t.Helper()
-	return newTestClientOn(t, testutil.Shared(t), opts...)
+// testEnv is where a test's clients run: a daemon, a namespace of the
+// test's own with its context, and a containerd client connected to the
+// daemon.
+type testEnv struct {
+	daemon *testutil.Daemon
+	ctx    context.Context
+	ns     string
+	cli    *containerd.Client
 }
 
-func newTestClientOn(t *testing.T, d *testutil.Daemon, opts ...Option) *testClient {
+// newTestEnv makes t's namespace on d and connects to d: the connection's
+// goroutines are there before a client starts any.
+func newTestEnv(t testing.TB, d *testutil.Daemon) testEnv {
 	t.Helper()
 	ctx, ns := testutil.Context(t, d)
-	b := newRecordingBackend()
-	stateDir := t.TempDir()
-	c, err := New(ctx, d.Client(t), stateDir, ns, b, opts...)
+	cli := d.Client(t)
+	if _, err := cli.Version(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return testEnv{daemon: d, ctx: ctx, ns: ns, cli: cli}
+}
+
+// client makes a Client in the environment on stateDir with b as its
+// Backend (set b.fail before: events may flow at once); it is closed when
+// t ends.
+func (e testEnv) client(t testing.TB, stateDir string, b *recordingBackend, opts ...Option) *testClient {
+	t.Helper()
+	c, err := New(e.ctx, e.cli, stateDir, e.ns, b, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +70,45 @@ func newTestClientOn(t *testing.T, d *testutil.Daemon, opts ...Option) *testClie
 			t.Errorf("close client: %v", err)
 		}
 	})
-	return &testClient{Client: c, ctx: ctx, ns: ns, stateDir: stateDir, backend: b, daemon: d}
+	return &testClient{Client: c, ctx: e.ctx, ns: e.ns, stateDir: stateDir, backend: b, daemon: e.daemon}
+}
+
+// newTestClient is a client on the shared daemon.
+func newTestClient(t *testing.T, opts ...Option) *testClient {
+	t.Helper()
+	return newTestClientOn(t, testutil.Shared(t), opts...)
+}
+
+// newTestClientOn is a client on d, for tests that stop or restart their
+// daemon.
+func newTestClientOn(t *testing.T, d *testutil.Daemon, opts ...Option) *testClient {
+	t.Helper()
+	return newTestEnv(t, d).client(t, t.TempDir(), newRecordingBackend(), opts...)
+}
+
+// restart is the engine starting again: a client on tc's state directory
+// and namespace, with a connection and a Backend of its own.
+func (tc *testClient) restart(t testing.TB) *testClient {
+	t.Helper()
+	env := testEnv{daemon: tc.daemon, ctx: tc.ctx, ns: tc.ns, cli: tc.daemon.Client(t)}
+	return env.client(t, tc.stateDir, newRecordingBackend())
+}
+
+// newTest is the setup of most integration tests: t's own client on the
+// shared daemon and an ID named after t for its container.
+func newTest(t *testing.T) (*testClient, string) {
+	t.Helper()
+	return newTestClient(t), testutil.ID(t)
+}
+
+// newSleeperTest is the setup of a test against one running task: t's own
+// client and a container named after t whose task sleeps; the task is
+// killed and everything deleted when t ends.
+func newSleeperTest(t *testing.T) (tc *testClient, id string, task types.Task) {
+	t.Helper()
+	tc, id = newTest(t)
+	_, task = tc.runSleeper(t, id)
+	return tc, id, task
 }
 
 // spec returns a busybox spec running args for container id.
@@ -91,13 +147,21 @@ func (tc *testClient) createAndStart(t testing.TB, ctr types.Container, withStdi
 	return task
 }
 
+// run creates container id running args (with opts) and starts its task,
+// with a stdin if withStdin; it returns the container, the task and the
+// task's stdio.
+func (tc *testClient) run(t testing.TB, id string, withStdin bool, args []string, opts ...oci.SpecOpts) (types.Container, types.Task, *engineIO) {
+	t.Helper()
+	ctr := tc.newContainer(t, id, args, opts...)
+	out := &engineIO{}
+	return ctr, tc.createAndStart(t, ctr, withStdin, out.attach), out
+}
+
 // runSleeper creates container id running "sleep 3600" and starts its task;
 // the task is killed and everything deleted when t ends.
 func (tc *testClient) runSleeper(t *testing.T, id string) (types.Container, types.Task) {
 	t.Helper()
-	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
-	var out capture
-	task := tc.createAndStart(t, ctr, false, out.attach)
+	ctr, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
 	t.Cleanup(func() { tc.killAndDelete(t, ctr, task) })
 	return ctr, task
 }
@@ -116,6 +180,109 @@ func (tc *testClient) killAndDelete(t testing.TB, ctr types.Container, tk types.
 	}
 	if err := ctr.Delete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
 		t.Errorf("delete container %s: %v", id, err)
+	}
+}
+
+// exec starts process execID in tk running args, with a stdin if
+// withStdin, and returns it with its captured output.
+func (tc *testClient) exec(t testing.TB, tk types.Task, execID string, withStdin bool, args ...string) (types.Process, *capture) {
+	t.Helper()
+	out := &capture{}
+	p, err := tk.Exec(tc.ctx, execID, tc.processSpec(t, execID, args...), withStdin, out.attach)
+	if err != nil {
+		t.Fatalf("Exec(%s): %v", execID, err)
+	}
+	return p, out
+}
+
+// reap waits for the exit event of process processID of container ctrID,
+// deletes p, that process (a Task or an exec), and returns the event and the status Delete
+// returned.
+func (tc *testClient) reap(t testing.TB, ctrID, processID string, p types.Process) (types.EventInfo, *containerd.ExitStatus) {
+	t.Helper()
+	exit := tc.backend.waitEvent(t, ctrID, types.EventExit, processID)
+	st, err := p.Delete(tc.ctx)
+	if err != nil {
+		t.Fatalf("delete %s/%s: %v", ctrID, processID, err)
+	}
+	return exit, st
+}
+
+// exitCase is a process that ends in a way of its own, and the exit code
+// containerd reports for it: a signal's death is 128+signal.
+type exitCase struct {
+	name string // also the exec ID
+	args []string
+	kill syscall.Signal // sent once the process runs; 0 for none
+	want uint32
+}
+
+var exitCases = []exitCase{
+	{"exit-7", []string{"sh", "-c", "exit 7"}, 0, 7},
+	{"exit-0", []string{"true"}, 0, 0},
+	{"sigkill", []string{"sleep", "3600"}, syscall.SIGKILL, 137},
+}
+
+// end sends the case's signal to p, if it has one.
+func (c exitCase) end(t testing.TB, tc *testClient, p types.Process) {
+	t.Helper()
+	if c.kill != 0 {
+		if err := p.Kill(tc.ctx, c.kill); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// check fails t unless the exit event of process pid and the status its
+// Delete returned both have the case's exit code, and the status a time.
+func (c exitCase) check(t testing.TB, exit types.EventInfo, st *containerd.ExitStatus, pid uint32) {
+	t.Helper()
+	if exit.ExitCode != c.want || exit.Pid != pid || st.ExitCode() != c.want || st.ExitTime().IsZero() {
+		t.Fatalf("exit event %+v, Delete's exit status %d at %v; want code %d pid %d", exit, st.ExitCode(), st.ExitTime(), c.want, pid)
+	}
+}
+
+// remove deletes ctr's stopped task tk, then ctr, and returns the status
+// the task's Delete returned.
+func (tc *testClient) remove(t testing.TB, ctr types.Container, tk types.Task) *containerd.ExitStatus {
+	t.Helper()
+	st, err := tk.Delete(tc.ctx)
+	if err != nil {
+		t.Fatalf("delete task: %v", err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatalf("delete container: %v", err)
+	}
+	return st
+}
+
+// finish waits for the exit event of task tk of container id, ctr, removes
+// both and returns the event and the status the task's Delete returned.
+func (tc *testClient) finish(t testing.TB, id string, ctr types.Container, tk types.Task) (types.EventInfo, *containerd.ExitStatus) {
+	t.Helper()
+	exit := tc.backend.waitEvent(t, id, types.EventExit, id)
+	return exit, tc.remove(t, ctr, tk)
+}
+
+// deleteWithoutTask checks that container id, ctr, has no task and nothing
+// in its bundle, as a refused NewTask must leave it, and deletes it.
+func (tc *testClient) deleteWithoutTask(t testing.TB, id string, ctr types.Container) {
+	t.Helper()
+	assertEmptyDir(t, filepath.Join(tc.stateDir, id))
+	if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
+		t.Errorf("Task after the refused NewTask: %v, want NotFound", err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertNoFIFOs fails t if FIFOs of processes whose IDs match pattern are
+// left in the bundle of container id.
+func (tc *testClient) assertNoFIFOs(t testing.TB, id, pattern string) {
+	t.Helper()
+	if left, _ := filepath.Glob(filepath.Join(tc.stateDir, id, pattern+"-*")); len(left) != 0 {
+		t.Errorf("fifos left: %v", left)
 	}
 }
 

@@ -26,6 +26,14 @@ func dirEntries(t testing.TB, dir string) []string {
 	return names
 }
 
+// assertEmptyDir fails t if anything is under dir.
+func assertEmptyDir(t testing.TB, dir string) {
+	t.Helper()
+	if left := dirEntries(t, dir); len(left) != 0 {
+		t.Errorf("left in %s: %v", dir, left)
+	}
+}
+
 // snapshotDir lists every path under dir, relative to it and with its
 // inode number, sorted: for "nothing was created or replaced" checks.
 func snapshotDir(t testing.TB, dir string) []string {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/cio"
+
+	"github.com/ctrkit/libcontainerd/types"
 )
 
 // capture is a StdioCallback that collects stdout and stderr and gives the
@@ -72,6 +74,35 @@ func (c *capture) waitOutput(t testing.TB, want string) {
 		got := c.stdout.String()
 		return strings.Contains(got, want), fmt.Sprintf("stdout %q", got)
 	})
+}
+
+// send writes s to the process's stdin.
+func (c *capture) send(t testing.TB, s string) {
+	t.Helper()
+	if _, err := io.WriteString(c.stdin, s); err != nil {
+		t.Fatalf("write stdin: %v", err)
+	}
+}
+
+// closeStdin closes the process's stdin.
+func (c *capture) closeStdin(t testing.TB) {
+	t.Helper()
+	if err := c.stdin.Close(); err != nil {
+		t.Fatalf("close stdin: %v", err)
+	}
+}
+
+// closingStdin is a stdio callback that captures the streams into out and
+// closes stdin at once, before the process exists, as an engine that has
+// no input for it does.
+func closingStdin(out *capture) types.StdioCallback {
+	return func(dio *cio.DirectIO) (cio.IO, error) {
+		rio, err := out.attach(dio)
+		if err == nil {
+			err = dio.Stdin.Close()
+		}
+		return rio, err
+	}
 }
 
 // engineIO is a capture that keeps the DirectIO it was given, so that a

@@ -3,6 +3,7 @@ package libcontainerd
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -69,4 +70,15 @@ func settle(t testing.TB, what string, want int, measure func() int) {
 		n := measure()
 		return n <= want, fmt.Sprintf("%d, want <= %d", n, want)
 	})
+}
+
+// inParallel runs f(0) to f(n-1) at once and returns their errors joined.
+func inParallel(n int, f func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = f(i) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

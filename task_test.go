@@ -2,18 +2,15 @@ package libcontainerd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 
 	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
@@ -30,11 +27,8 @@ import (
 // back with stty; a terminal has no stderr FIFO.
 func TestTaskTTY(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sh", "-c", "read line; stty size"}, oci.WithTTY)
-	var out engineIO
-	task := tc.createAndStart(t, ctr, true, out.attach)
+	tc, id := newTest(t)
+	ctr, task, out := tc.run(t, id, true, []string{"sh", "-c", "read line; stty size"}, oci.WithTTY)
 	if out.dio.Stderr != nil {
 		t.Fatal("task on a terminal has a stderr stream")
 	}
@@ -45,18 +39,10 @@ func TestTaskTTY(t *testing.T) {
 	if err := task.Resize(tc.ctx, 132, 43); err != nil {
 		t.Fatalf("Resize: %v", err)
 	}
-	if _, err := out.stdin.Write([]byte("\n")); err != nil {
-		t.Fatal(err)
-	}
+	out.send(t, "\n")
 	out.waitOutput(t, "43 132")
-	if exit := tc.backend.waitEvent(t, id, types.EventExit, id); exit.ExitCode != 0 {
+	if exit, _ := tc.finish(t, id, ctr, task); exit.ExitCode != 0 {
 		t.Fatalf("exit event %+v, want code 0", exit)
-	}
-	if _, err := task.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := ctr.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -64,9 +50,7 @@ func TestTaskTTY(t *testing.T) {
 // events.
 func TestPauseResume(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
+	tc, id, task := newSleeperTest(t)
 
 	for _, step := range []struct {
 		name   string
@@ -99,10 +83,7 @@ func TestPauseResume(t *testing.T) {
 // registering the metrics types.
 func TestStats(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-
+	tc, _, task := newSleeperTest(t)
 	st, err := task.Stats(tc.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -128,15 +109,8 @@ func TestStats(t *testing.T) {
 // updates its pids limit.
 func TestPidsSummaryUpdate(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-	var out capture
-	p, err := task.Exec(tc.ctx, "sleeper", tc.processSpec(t, id, "sleep", "3600"), false, out.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-
+	tc, id, task := newSleeperTest(t)
+	p, _ := tc.exec(t, task, "sleeper", false, "sleep", "3600")
 	pids, err := task.Pids(tc.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -182,53 +156,23 @@ func TestPidsSummaryUpdate(t *testing.T) {
 	if err := p.Kill(tc.ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	tc.backend.waitEvent(t, id, types.EventExit, "sleeper")
-	if _, err := p.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc.reap(t, id, "sleeper", p)
 }
 
 // TestExitCodes checks the exit code of the init process in the exit event
-// and in Delete: a normal exit and a SIGKILL.
+// and in Delete: normal exits and a SIGKILL.
 func TestExitCodes(t *testing.T) {
 	t.Parallel()
 	tc := newTestClient(t)
-	for _, c := range []struct {
-		name string
-		args []string
-		kill syscall.Signal
-		want uint32
-	}{
-		{"exit 7", []string{"sh", "-c", "exit 7"}, 0, 7},
-		{"exit 0", []string{"true"}, 0, 0},
-		// containerd reports a signal's death as 128+signal.
-		{"sigkill", []string{"sleep", "3600"}, syscall.SIGKILL, 137},
-	} {
+	for _, c := range exitCases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			id := testutil.ID(t)
-			ctr := tc.newContainer(t, id, c.args)
-			var out capture
-			task := tc.createAndStart(t, ctr, false, out.attach)
-			if c.kill != 0 {
-				if err := task.Kill(tc.ctx, c.kill); err != nil {
-					t.Fatal(err)
-				}
-			}
-			exit := tc.backend.waitEvent(t, id, types.EventExit, id)
-			if exit.ExitCode != c.want || exit.Pid != task.Pid() {
-				t.Fatalf("exit event %+v, want code %d pid %d", exit, c.want, task.Pid())
-			}
-			st, err := task.Delete(tc.ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.ExitCode() != c.want || st.ExitTime().IsZero() {
-				t.Fatalf("Delete: exit status %d at %v, want %d", st.ExitCode(), st.ExitTime(), c.want)
-			}
-			if err := ctr.Delete(tc.ctx); err != nil {
-				t.Fatal(err)
-			}
+			ctr, task, _ := tc.run(t, id, false, c.args)
+			c.end(t, tc, task)
+			pid := task.Pid()
+			exit, st := tc.finish(t, id, ctr, task)
+			c.check(t, exit, st, pid)
 		})
 	}
 }
@@ -236,11 +180,8 @@ func TestExitCodes(t *testing.T) {
 // TestForceDelete deletes a running task.
 func TestForceDelete(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
-	var out capture
-	task := tc.createAndStart(t, ctr, true, out.attach)
+	tc, id := newTest(t)
+	ctr, task, out := tc.run(t, id, true, []string{"sleep", "3600"})
 	// The container of a task cannot go, nor can its FIFOs.
 	fifos := snapshotDir(t, filepath.Join(tc.stateDir, id))
 	if err := ctr.Delete(tc.ctx); !errdefs.IsFailedPrecondition(err) {
@@ -256,17 +197,13 @@ func TestForceDelete(t *testing.T) {
 	if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
 		t.Fatalf("Task after ForceDelete: %v, want NotFound", err)
 	}
-	if left := dirEntries(t, filepath.Join(tc.stateDir, id)); len(left) != 0 {
-		t.Fatalf("fifos left after ForceDelete: %v", left)
-	}
+	assertEmptyDir(t, filepath.Join(tc.stateDir, id))
 	// The engine deleted the task: its exit counts as consumed.
 	tc.assertNoExitBefore(t, ctr, task.Pid())
 	if err := ctr.Delete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Fatalf("left in state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 }
 
 // TestEventOrderParallel starts 50 containers at once and checks that each
@@ -281,35 +218,23 @@ func TestEventOrderParallel(t *testing.T) {
 		ctr  types.Container
 		task types.Task
 		out  capture
-		err  error
 	}
 	runs := make([]run, n)
 	for i := range runs {
 		runs[i].id = testutil.ID(t, fmt.Sprint(i))
 		runs[i].spec = tc.spec(t, runs[i].id, []string{"echo", runs[i].id})
 	}
-	var wg sync.WaitGroup
-	for i := range runs {
+	if err := inParallel(n, func(i int) (err error) {
 		r := &runs[i]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// No runtime options: the shim's defaults apply.
-			if r.ctr, r.err = tc.NewContainer(tc.ctx, r.id, r.spec, runcShim, nil); r.err != nil {
-				return
-			}
-			if r.task, r.err = r.ctr.NewTask(tc.ctx, "", false, r.out.attach); r.err != nil {
-				return
-			}
-			r.err = r.task.Start(tc.ctx)
-		}()
-	}
-	wg.Wait()
-	var errs []error
-	for i := range runs {
-		errs = append(errs, runs[i].err)
-	}
-	if err := errors.Join(errs...); err != nil {
+		// No runtime options: the shim's defaults apply.
+		if r.ctr, err = tc.NewContainer(tc.ctx, r.id, r.spec, runcShim, nil); err != nil {
+			return err
+		}
+		if r.task, err = r.ctr.NewTask(tc.ctx, "", false, r.out.attach); err != nil {
+			return err
+		}
+		return r.task.Start(tc.ctx)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	tc.backend.waitUntil(t, "50 exits", func(evs []event) bool {
@@ -331,27 +256,15 @@ func TestEventOrderParallel(t *testing.T) {
 			t.Errorf("stdout of %s: %q", r.id, stdout)
 		}
 	}
-	for i := range runs {
-		r := &runs[i]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, r.err = r.task.Delete(tc.ctx); r.err == nil {
-				r.err = r.ctr.Delete(tc.ctx)
-			}
-		}()
-	}
-	wg.Wait()
-	errs = errs[:0]
-	for i := range runs {
-		errs = append(errs, runs[i].err)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := inParallel(n, func(i int) error {
+		if _, err := runs[i].task.Delete(tc.ctx); err != nil {
+			return err
+		}
+		return runs[i].ctr.Delete(tc.ctx)
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Fatalf("left in state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 }
 
 // TestSpans checks the OpenTelemetry spans of NewTask, Start and Exec. It
@@ -366,18 +279,9 @@ func TestSpans(t *testing.T) {
 		_ = tp.Shutdown(context.Background())
 	})
 
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-	var out capture
-	p, err := task.Exec(tc.ctx, "traced", tc.processSpec(t, id, "true"), false, out.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc.backend.waitEvent(t, id, types.EventExit, "traced")
-	if _, err := p.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc, id, task := newSleeperTest(t)
+	p, out := tc.exec(t, task, "traced", false, "true")
+	tc.reap(t, id, "traced", p)
 	// A failed call records its error on the span.
 	if _, err := task.Exec(tc.ctx, "../bad", tc.processSpec(t, id, "true"), false, out.attach); err == nil {
 		t.Fatal("exec with a bad ID succeeded")
@@ -412,48 +316,29 @@ func TestSpans(t *testing.T) {
 // process and for an exec.
 func TestStdinClosedEarly(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	closeAtOnce := func(out *capture) types.StdioCallback {
-		return func(dio *cio.DirectIO) (cio.IO, error) {
-			rio, err := out.attach(dio)
-			if err == nil {
-				err = dio.Stdin.Close()
-			}
-			return rio, err
-		}
-	}
-	id := testutil.ID(t)
+	tc, id := newTest(t)
 	ctr := tc.newContainer(t, id, []string{"sh", "-c", "cat; echo init done"})
 	var out capture
-	task := tc.createAndStart(t, ctr, true, closeAtOnce(&out))
+	task := tc.createAndStart(t, ctr, true, closingStdin(&out))
 	if stdout, _ := out.wait(t); stdout != "init done\n" {
 		t.Fatalf("init stdout %q", stdout)
 	}
-	if exit := tc.backend.waitEvent(t, id, types.EventExit, id); exit.ExitCode != 0 {
+	if exit, _ := tc.finish(t, id, ctr, task); exit.ExitCode != 0 {
 		t.Fatalf("init exit %+v", exit)
-	}
-	if _, err := task.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := ctr.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
 	}
 
 	id = testutil.ID(t, "exec")
 	_, task = tc.runSleeper(t, id)
 	var execOut capture
-	p, err := task.Exec(tc.ctx, "cat", tc.processSpec(t, id, "sh", "-c", "cat; echo exec done"), true, closeAtOnce(&execOut))
+	p, err := task.Exec(tc.ctx, "cat", tc.processSpec(t, id, "sh", "-c", "cat; echo exec done"), true, closingStdin(&execOut))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if stdout, _ := execOut.wait(t); stdout != "exec done\n" {
 		t.Fatalf("exec stdout %q", stdout)
 	}
-	if exit := tc.backend.waitEvent(t, id, types.EventExit, "cat"); exit.ExitCode != 0 {
+	if exit, _ := tc.reap(t, id, "cat", p); exit.ExitCode != 0 {
 		t.Fatalf("exec exit %+v", exit)
-	}
-	if _, err := p.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -461,49 +346,21 @@ func TestStdinClosedEarly(t *testing.T) {
 // and checks the output, the exit status and the events in order.
 func TestLifecycleEvents(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sh", "-c", "cat; echo err >&2; exit 3"})
-	var out capture
-	task := tc.createAndStart(t, ctr, true, out.attach)
-	if _, err := out.stdin.Write([]byte("hello stdin\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.stdin.Close(); err != nil {
-		t.Fatal(err)
-	}
-	exit := tc.backend.waitEvent(t, id, types.EventExit, id)
-	if exit.ExitCode != 3 || exit.Pid != task.Pid() || exit.ExitedAt.IsZero() {
-		t.Fatalf("exit event %+v, want code 3 pid %d", exit, task.Pid())
-	}
-	stdout, stderr := out.wait(t)
-	if stdout != "hello stdin\n" || stderr != "err\n" {
+	tc, id := newTest(t)
+	ctr, task, out := tc.run(t, id, true, []string{"sh", "-c", "cat; echo err >&2; exit 3"})
+	out.send(t, "hello stdin\n")
+	out.closeStdin(t)
+	if stdout, stderr := out.wait(t); stdout != "hello stdin\n" || stderr != "err\n" {
 		t.Fatalf("stdout %q stderr %q", stdout, stderr)
 	}
-	st, err := task.Delete(tc.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.ExitCode() != 3 {
-		t.Fatalf("delete exit status %d, want 3", st.ExitCode())
-	}
-	if err := ctr.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	var got []types.EventType
-	for _, e := range tc.backend.of(id) {
-		got = append(got, e.Type)
+	pid := task.Pid()
+	exit, st := tc.finish(t, id, ctr, task)
+	if exit.ExitCode != 3 || exit.Pid != pid || exit.ExitedAt.IsZero() || st.ExitCode() != 3 {
+		t.Fatalf("exit event %+v, Delete's exit status %d; want code 3 pid %d", exit, st.ExitCode(), pid)
 	}
 	want := []types.EventType{types.EventCreate, types.EventStart, types.EventExit}
-	if len(got) != len(want) {
+	if got := eventTypes(tc.backend.of(id)); !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("events %v, want %v", got, want)
-		}
-	}
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Fatalf("left in state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 }
