@@ -1,17 +1,4 @@
-// Package leftover finds and removes what containers of a private containerd
-// leave on the host outside the daemon's own directory: runc's state root
-// of a namespace (/run/containerd/runc/<ns>), the namespace's cgroups (with
-// oci.WithNamespacedCgroup, /sys/fs/cgroup/<controller>/<ns>) and shim
-// processes still serving the daemon's socket.
-//
-// Programs that start a daemon with testutil.StartDaemon call RemoveNamespace
-// for every namespace they used after Daemon.Stop, then Shims to check that
-// nothing is running:
-//
-//	_ = d.Stop()
-//	err := leftover.RemoveNamespace(ns)
-//	if pids := leftover.Shims(d.Address); len(pids) > 0 { ... }
-package leftover
+package containerdtest
 
 import (
 	"errors"
@@ -19,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // RuncRoot is where the runc shim keeps container state, per namespace,
@@ -27,30 +16,59 @@ const RuncRoot = "/run/containerd/runc"
 
 const cgroupRoot = "/sys/fs/cgroup"
 
-// RemoveNamespace removes runc's state root of namespace ns and ns's empty
-// cgroups. Call it after the namespace's containers are deleted or the
-// daemon is stopped: a cgroup that still holds processes is not removed and
-// is reported in the error.
+// RemoveNamespace removes what the containers of namespace ns leave on the
+// host outside the daemon's directory: runc's state root of the namespace
+// (RuncRoot/<ns>) and the namespace's cgroups, which Spec creates under
+// /<ns> (/sys/fs/cgroup/<controller>/<ns> on cgroup v1,
+// /sys/fs/cgroup/<ns> on v2). Daemon.Close calls it for the namespaces the
+// daemon gave out; programs that use other namespaces call it after their
+// containers are deleted or the daemon is closed. A cgroup that still
+// holds processes is not removed and is reported in the error.
 func RemoveNamespace(ns string) error {
-	if ns == "" || strings.ContainsAny(ns, "/.") {
-		return fmt.Errorf("invalid namespace %q", ns)
+	if err := checkNamespace(ns); err != nil {
+		return err
 	}
 	errs := []error{os.RemoveAll(filepath.Join(RuncRoot, ns))}
-	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", ns))
-	for _, dir := range dirs {
+	for _, dir := range cgroupDirs(ns) {
 		errs = append(errs, removeCgroup(dir))
 	}
 	return errors.Join(errs...)
 }
 
-// Paths returns what RemoveNamespace would remove that exists now.
-func Paths(ns string) []string {
+// Leftovers returns what RemoveNamespace would remove that exists now: a
+// program checks that it is empty after cleaning up.
+func Leftovers(ns string) []string {
+	if checkNamespace(ns) != nil {
+		return nil
+	}
 	var out []string
 	if _, err := os.Stat(filepath.Join(RuncRoot, ns)); err == nil {
 		out = append(out, filepath.Join(RuncRoot, ns))
 	}
+	return append(out, cgroupDirs(ns)...)
+}
+
+// checkNamespace refuses names that would reach outside the namespace's
+// own directories.
+func checkNamespace(ns string) error {
+	if ns == "" || strings.ContainsAny(ns, "/.") {
+		return fmt.Errorf("invalid namespace %q", ns)
+	}
+	return nil
+}
+
+// cgroupDirs returns the existing cgroup directories of namespace ns: one
+// per v1 controller (and the hybrid layout's unified tree), or, on a pure
+// cgroup v2 host, the one below the root.
+func cgroupDirs(ns string) []string {
 	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", ns))
-	return append(out, dirs...)
+	var st unix.Statfs_t
+	if unix.Statfs(cgroupRoot, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		if fi, err := os.Stat(filepath.Join(cgroupRoot, ns)); err == nil && fi.IsDir() {
+			dirs = append(dirs, filepath.Join(cgroupRoot, ns))
+		}
+	}
+	return dirs
 }
 
 // removeCgroup removes a cgroup directory and its child cgroups, deepest

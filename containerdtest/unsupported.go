@@ -1,0 +1,35 @@
+//go:build !linux
+
+package containerdtest
+
+import (
+	"fmt"
+	"runtime"
+	"syscall"
+)
+
+// RuncRoot is where the runc shim keeps container state, per namespace,
+// for every containerd on the host. Only Linux has runc.
+const RuncRoot = "/run/containerd/runc"
+
+func platformCheck() error {
+	return fmt.Errorf("containerd with runc needs Linux, this is %s", runtime.GOOS)
+}
+
+func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+func (d *Daemon) deleteRuncState([]string) error { return nil }
+
+func unmountUnder(string) {}
+
+// RemoveNamespace removes what the containers of namespace ns leave on the
+// host outside the daemon's directory. Off Linux no container ran, so
+// there is nothing to remove.
+func RemoveNamespace(ns string) error { return nil }
+
+// Leftovers returns what RemoveNamespace would remove; off Linux, nothing.
+func Leftovers(ns string) []string { return nil }
+
+// Shims returns the pids of shim processes serving the containerd at
+// address; off Linux there are none.
+func Shims(address string) []int { return nil }
