@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -148,23 +149,62 @@ func addTiming(format string, args ...any) {
 	report.times = append(report.times, fmt.Sprintf(format, args...))
 }
 
-// writeReport writes the table as Markdown to ENGINE_REPORT.
+// writeReport writes the table as Markdown to ENGINE_REPORT, one row per
+// observation and a stock and an ours column per containerd. With
+// ENGINE_DOC set it also replaces the part of that file between the
+// engine-test markers (docs/engine.md).
 func writeReport(t *testing.T) {
-	path := envOr("ENGINE_REPORT", filepath.Join(run.buildDir, "report.md"))
 	report.mu.Lock()
 	defer report.mu.Unlock()
-	var b strings.Builder
-	fmt.Fprintf(&b, "Engine test run of %s (dockerd v28.5.2 stock vs forwarded to this module).\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	b.WriteString("| containerd | scenario | observation | stock | ours | verdict |\n|---|---|---|---|---|---|\n")
+	var flavors []string
+	type cellKey struct{ scenario, key string }
+	var order []cellKey
+	rows := map[cellKey]map[string]row{}
 	for _, r := range report.rows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.flavor, r.scenario, cell(r.key), cell(r.stock), cell(r.ours), r.verdict)
+		if !slices.Contains(flavors, r.flavor) {
+			flavors = append(flavors, r.flavor)
+		}
+		k := cellKey{r.scenario, r.key}
+		if rows[k] == nil {
+			rows[k] = map[string]row{}
+			order = append(order, k)
+		}
+		rows[k][r.flavor] = r
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Run of %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	b.WriteString("| scenario | observation |")
+	for _, f := range flavors {
+		fmt.Fprintf(&b, " %s stock | %s ours |", flavorTitle(f), flavorTitle(f))
+	}
+	b.WriteString(" verdict |\n|---|---|")
+	for range flavors {
+		b.WriteString("---|---|")
+	}
+	b.WriteString("---|\n")
+	for _, k := range order {
+		fmt.Fprintf(&b, "| %s | %s |", k.scenario, cell(k.key))
+		var verdicts []string
+		for _, f := range flavors {
+			r, ok := rows[k][f]
+			if !ok {
+				b.WriteString(" | |")
+				continue
+			}
+			fmt.Fprintf(&b, " %s | %s |", cell(r.stock), cell(r.ours))
+			if !slices.Contains(verdicts, r.verdict) {
+				verdicts = append(verdicts, r.verdict)
+			}
+		}
+		fmt.Fprintf(&b, " %s |\n", strings.Join(verdicts, "; "))
 	}
 	if len(report.times) > 0 {
-		b.WriteString("\nTimes:\n\n")
+		b.WriteString("\nWall time per scenario and build (setup, daemons and teardown included):\n\n")
 		for _, s := range report.times {
 			fmt.Fprintf(&b, "- %s\n", s)
 		}
 	}
+	path := envOr("ENGINE_REPORT", filepath.Join(run.buildDir, "report.md"))
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Error(err)
 		return
@@ -174,6 +214,42 @@ func writeReport(t *testing.T) {
 		return
 	}
 	t.Logf("report written to %s", path)
+	if doc := os.Getenv("ENGINE_DOC"); doc != "" {
+		if err := replaceBetweenMarkers(doc, b.String()); err != nil {
+			t.Error(err)
+			return
+		}
+		t.Logf("table written into %s", doc)
+	}
+}
+
+const (
+	beginMarker = "<!-- engine-test:begin -->"
+	endMarker   = "<!-- engine-test:end -->"
+)
+
+func replaceBetweenMarkers(path, body string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %s ... %s markers", path, beginMarker, endMarker)
+	}
+	s = s[:i+len(beginMarker)] + "\n" + body + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+func flavorTitle(f string) string {
+	switch f {
+	case "v2":
+		return "2.4"
+	case "debian":
+		return "1.6"
+	}
+	return f
 }
 
 func cell(s string) string {
