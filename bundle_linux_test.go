@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -170,40 +169,26 @@ func TestWithBundleUserNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("chown needs root")
 	}
-	base := t.TempDir()
-	// The remapped root must be able to search the test's directories; a
-	// component it cannot search is swapped for one of its own.
-	for _, d := range []string{filepath.Dir(base), base} {
-		if err := os.Chmod(d, 0o711); err != nil {
+	base, stateDir := searchableStateDir(t)
+	spec := remappedSpec()
+	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.MountNamespace})
+	// labelled runs WithBundle for dir and returns the bundle it labels.
+	labelled := func(dir string, spec *specs.Spec) string {
+		t.Helper()
+		var md containers.Container
+		if err := WithBundle(dir, spec)(context.Background(), nil, &md); err != nil {
 			t.Fatal(err)
 		}
-	}
-	stateDir := filepath.Join(base, "state")
-	if err := os.Mkdir(stateDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	spec := &specs.Spec{Linux: &specs.Linux{
-		Namespaces:  []specs.LinuxNamespace{{Type: specs.UserNamespace}, {Type: specs.MountNamespace}},
-		UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
-		GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
-	}}
-	var md containers.Container
-	if err := WithBundle(filepath.Join(stateDir, "userns"), spec)(context.Background(), nil, &md); err != nil {
-		t.Fatal(err)
+		return md.Labels[DockerContainerBundlePath]
 	}
 	owned := filepath.Join(base, "state.100000.100000")
 	bundle := filepath.Join(owned, "userns.100000.100000")
-	if got := md.Labels[DockerContainerBundlePath]; got != bundle {
+	if got := labelled(filepath.Join(stateDir, "userns"), spec); got != bundle {
 		t.Fatalf("bundle label %q, want %q", got, bundle)
 	}
 	for _, p := range []string{owned, bundle} {
-		fi, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		if st.Uid != 100000 || st.Gid != 100000 {
-			t.Errorf("%s owned by %d:%d, want 100000:100000", p, st.Uid, st.Gid)
+		if uid, gid := owner(t, p); uid != 100000 || gid != 100000 {
+			t.Errorf("%s owned by %d:%d, want 100000:100000", p, uid, gid)
 		}
 		assertPrivate(t, p, os.ModeDir)
 	}
@@ -215,29 +200,17 @@ func TestWithBundleUserNamespace(t *testing.T) {
 	if err := os.MkdirAll(open, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	md = containers.Container{}
-	if err := WithBundle(open, spec)(context.Background(), nil, &md); err != nil {
-		t.Fatal(err)
-	}
-	if got := md.Labels[DockerContainerBundlePath]; got != open {
+	if got := labelled(open, spec); got != open {
 		t.Fatalf("bundle label %q, want the searchable %q", got, open)
 	}
 
 	// Without a user namespace the bundle is root's, at the path asked for.
-	md = containers.Container{}
 	plain := filepath.Join(stateDir, "plain")
-	if err := WithBundle(plain, &specs.Spec{})(context.Background(), nil, &md); err != nil {
-		t.Fatal(err)
-	}
-	if got := md.Labels[DockerContainerBundlePath]; got != plain {
+	if got := labelled(plain, &specs.Spec{}); got != plain {
 		t.Fatalf("bundle label %q, want %q", got, plain)
 	}
-	fi, err := os.Stat(plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
-		t.Fatalf("bundle owned by %d:%d, want root", st.Uid, st.Gid)
+	if uid, gid := owner(t, plain); uid != 0 || gid != 0 {
+		t.Fatalf("bundle owned by %d:%d, want root", uid, gid)
 	}
 	assertPrivate(t, plain, os.ModeDir)
 }

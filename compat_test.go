@@ -11,7 +11,6 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
-	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
@@ -25,14 +24,9 @@ var lineEcho = []string{"sh", "-c", "while read l; do echo got:$l; done; exit 4"
 // created and keeps its stdin and stdout going.
 func TestAttachTaskAfterRestart(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, lineEcho)
-	var first engineIO
-	task := tc.createAndStart(t, ctr, true, first.attach)
-	if _, err := first.stdin.Write([]byte("one\n")); err != nil {
-		t.Fatal(err)
-	}
+	tc, id := newTest(t)
+	_, task, first := tc.run(t, id, true, lineEcho)
+	first.send(t, "one\n")
 	first.waitOutput(t, "got:one\n")
 
 	// The engine goes away: its file descriptors close, the FIFOs stay.
@@ -41,16 +35,8 @@ func TestAttachTaskAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b2 := newRecordingBackend()
-	c2, err := New(tc.ctx, tc.daemon.Client(t), tc.stateDir, tc.ns, b2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c2.Close() })
-	ctr2, err := c2.LoadContainer(tc.ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc2 := tc.restart(t)
+	ctr2 := tc2.load(t, id)
 	loaded, err := ctr2.Task(tc.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -58,40 +44,17 @@ func TestAttachTaskAfterRestart(t *testing.T) {
 	if st, err := loaded.Status(tc.ctx); err != nil || st.Status != containerd.Running || loaded.Pid() != task.Pid() {
 		t.Fatalf("loaded task: pid %d (want %d), status %v, %v", loaded.Pid(), task.Pid(), st.Status, err)
 	}
-	var second capture
-	task2, err := ctr2.AttachTask(tc.ctx, second.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if task2.Pid() != task.Pid() {
-		t.Fatalf("attached to pid %d, want %d", task2.Pid(), task.Pid())
-	}
-	if _, err := second.stdin.Write([]byte("two\n")); err != nil {
-		t.Fatal(err)
-	}
+	task2, second := tc2.attach(t, ctr2, task.Pid())
+	second.send(t, "two\n")
 	second.waitOutput(t, "got:two\n")
-	if err := second.stdin.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if exit := b2.waitEvent(t, id, types.EventExit, id); exit.ExitCode != 4 || exit.Pid != task.Pid() {
-		t.Fatalf("exit event %+v, want code 4 pid %d", exit, task.Pid())
-	}
+	second.closeStdin(t)
 	if stdout, _ := second.wait(t); stdout != "got:two\n" {
 		t.Fatalf("stdout after attach %q", stdout)
 	}
-	st, err := task2.Delete(tc.ctx)
-	if err != nil {
-		t.Fatal(err)
+	if exit, st := tc2.finish(t, id, ctr2, task2); exit.ExitCode != 4 || exit.Pid != task.Pid() || st.ExitCode() != 4 {
+		t.Fatalf("exit event %+v, Delete's exit status %d; want code 4 pid %d", exit, st.ExitCode(), task.Pid())
 	}
-	if st.ExitCode() != 4 {
-		t.Fatalf("exit status %d, want 4", st.ExitCode())
-	}
-	if err := ctr2.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Fatalf("left in state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 }
 
 // TestAttachMobyContainer loads and attaches a container made the way moby's
@@ -100,30 +63,19 @@ func TestAttachTaskAfterRestart(t *testing.T) {
 // engine that then went away.
 func TestAttachMobyContainer(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	cli := tc.daemon.Client(t)
-	ctx := tc.ctx
-
+	tc, id := newTest(t)
 	bundle := filepath.Join(tc.stateDir, id)
 	if err := os.MkdirAll(bundle, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ctr, err := cli.NewContainer(ctx, id,
-		containerd.WithSpec(tc.spec(t, id, lineEcho)),
-		containerd.WithRuntime(runcShim, &runcoptions.Options{}),
-		containerd.WithAdditionalContainerLabels(map[string]string{DockerContainerBundlePath: bundle}),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctr := tc.newMobyContainer(t, id, bundle, tc.spec(t, id, lineEcho), &runcoptions.Options{})
 	fifos := cio.NewFIFOSet(cio.Config{
 		Stdin:  filepath.Join(bundle, id+"-stdin"),
 		Stdout: filepath.Join(bundle, id+"-stdout"),
 		Stderr: filepath.Join(bundle, id+"-stderr"),
 	}, func() error { return nil })
 	var moby engineIO
-	mobyTask, err := ctr.NewTask(ctx, func(string) (cio.IO, error) {
+	mobyTask, err := ctr.NewTask(tc.ctx, func(string) (cio.IO, error) {
 		dio, err := cio.NewDirectIO(context.Background(), fifos)
 		if err != nil {
 			return nil, err
@@ -133,61 +85,32 @@ func TestAttachMobyContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mobyTask.Start(ctx); err != nil {
+	if err := mobyTask.Start(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := moby.stdin.Write([]byte("moby\n")); err != nil {
-		t.Fatal(err)
-	}
+	moby.send(t, "moby\n")
 	moby.waitOutput(t, "got:moby\n")
 	moby.die(t)
 
-	lctr, err := tc.LoadContainer(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out capture
-	task, err := lctr.AttachTask(ctx, out.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if task.Pid() != mobyTask.Pid() {
-		t.Fatalf("attached to pid %d, want %d", task.Pid(), mobyTask.Pid())
-	}
-	if _, err := out.stdin.Write([]byte("libcontainerd\n")); err != nil {
-		t.Fatal(err)
-	}
+	lctr := tc.load(t, id)
+	task, out := tc.attach(t, lctr, mobyTask.Pid())
+	out.send(t, "libcontainerd\n")
 	out.waitOutput(t, "got:libcontainerd\n")
 
 	// An exec gets moby's FIFO names in the same bundle.
-	var execOut capture
-	p, err := task.Exec(ctx, "exec", tc.processSpec(t, id, "echo", "exec"), false, execOut.attach)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, execOut := tc.exec(t, task, "exec", false, "echo", "exec")
 	assertPrivate(t, filepath.Join(bundle, "exec-stdout"), os.ModeNamedPipe)
 	if stdout, _ := execOut.wait(t); stdout != "exec\n" {
 		t.Fatalf("exec stdout %q", stdout)
 	}
-	tc.backend.waitEvent(t, id, types.EventExit, "exec")
-	if _, err := p.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc.reap(t, id, "exec", p)
 
-	if err := out.stdin.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if exit := tc.backend.waitEvent(t, id, types.EventExit, id); exit.ExitCode != 4 || exit.Pid != task.Pid() {
-		t.Fatalf("exit event %+v, want code 4 pid %d", exit, task.Pid())
-	}
+	out.closeStdin(t)
 	if stdout, _ := out.wait(t); stdout != "got:libcontainerd\n" {
 		t.Fatalf("stdout after attach %q", stdout)
 	}
-	if st, err := task.Delete(ctx); err != nil || st.ExitCode() != 4 {
-		t.Fatalf("Delete: %v, %v", st, err)
-	}
-	if err := lctr.Delete(ctx); err != nil {
-		t.Fatal(err)
+	if exit, st := tc.finish(t, id, lctr, task); exit.ExitCode != 4 || exit.Pid != task.Pid() || st.ExitCode() != 4 {
+		t.Fatalf("exit event %+v, Delete's exit status %d; want code 4 pid %d", exit, st.ExitCode(), task.Pid())
 	}
 	if _, err := os.Lstat(bundle); !os.IsNotExist(err) {
 		t.Fatalf("moby bundle after Delete: %v", err)
@@ -200,10 +123,7 @@ func TestAttachMobyContainer(t *testing.T) {
 func TestDeleteMobyBundles(t *testing.T) {
 	t.Parallel()
 	tc := newTestClient(t)
-	cli := tc.daemon.Client(t)
-	userns := oci.WithUserNamespace(
-		[]specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
-		[]specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}})
+	userns := oci.WithUserNamespace(remappedIDs, remappedIDs)
 	for _, c := range []struct {
 		name    string
 		bundle  func(id string) string
@@ -221,22 +141,11 @@ func TestDeleteMobyBundles(t *testing.T) {
 			if err := os.Mkdir(bundle, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			_, err := cli.NewContainer(tc.ctx, id,
-				containerd.WithSpec(tc.spec(t, id, []string{"true"}, c.opts...)),
-				containerd.WithRuntime(runcShim, nil),
-				containerd.WithAdditionalContainerLabels(map[string]string{DockerContainerBundlePath: bundle}),
-			)
-			if err != nil {
+			tc.newMobyContainer(t, id, bundle, tc.spec(t, id, []string{"true"}, c.opts...), nil)
+			if err := tc.load(t, id).Delete(tc.ctx); err != nil {
 				t.Fatal(err)
 			}
-			ctr, err := tc.LoadContainer(tc.ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := ctr.Delete(tc.ctx); err != nil {
-				t.Fatal(err)
-			}
-			_, err = os.Stat(bundle)
+			_, err := os.Stat(bundle)
 			if removed := os.IsNotExist(err); removed != c.removed {
 				t.Fatalf("bundle %s removed: %v, want %v (%v)", bundle, removed, c.removed, err)
 			}
@@ -259,24 +168,15 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 	unconsumed := testutil.ID(t, "unconsumed")
 	pids := map[string]uint32{}
 	for _, id := range []string{consumed, unconsumed} {
-		ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
-		var out capture
-		pids[id] = tc.createAndStart(t, ctr, false, out.attach).Pid()
+		_, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
+		pids[id] = task.Pid()
 	}
 	// The engine goes away; both containers exit while it is down.
 	if err := tc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	cli := tc.daemon.Client(t)
 	for _, id := range []string{consumed, unconsumed} {
-		ctr, err := cli.LoadContainer(tc.ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := ctr.Task(tc.ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		raw := tc.c8dTask(t, id)
 		exited, err := raw.Wait(tc.ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -287,22 +187,11 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 		<-exited
 	}
 
-	b := newRecordingBackend()
-	c, err := New(tc.ctx, cli, tc.stateDir, tc.ns, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	restarted := &testClient{Client: c, ctx: tc.ctx, ns: tc.ns, stateDir: tc.stateDir, backend: b, daemon: tc.daemon}
-
+	restarted := tc.restart(t)
 	// Restore the way dockerd does: attach, ask the status, delete.
 	restore := func(id string) (types.Container, types.Task) {
-		ctr, err := c.LoadContainer(tc.ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out capture
-		task, err := ctr.AttachTask(tc.ctx, out.attach)
+		ctr := restarted.load(t, id)
+		task, err := ctr.AttachTask(tc.ctx, (&capture{}).attach)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -323,25 +212,18 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 
 	// Someone else deletes the other task: that exit reaches the engine.
 	ctr2, _ := restore(unconsumed)
-	raw, err := cli.LoadContainer(tc.ctx, unconsumed)
-	if err != nil {
+	if _, err := tc.c8dTask(t, unconsumed).Delete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
-	rawTask, err := raw.Task(tc.ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rawTask.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	b := restarted.backend
 	if exit := b.waitEvent(t, unconsumed, types.EventExit, unconsumed); exit.Pid != pids[unconsumed] || exit.ExitCode != 137 {
 		t.Fatalf("exit of the unconsumed task %+v, want pid %d code 137", exit, pids[unconsumed])
 	}
 	// Run one more incarnation so that any second copy would be there.
 	restarted.assertNoExitBefore(t, ctr2, 0)
 	n := 0
-	for _, e := range b.of(unconsumed) {
-		if e.Type == types.EventExit && e.Info.Pid == pids[unconsumed] {
+	for _, e := range exitsOf(b.of(unconsumed), unconsumed) {
+		if e.Info.Pid == pids[unconsumed] {
 			n++
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
@@ -38,8 +37,7 @@ func TestVersion(t *testing.T) {
 // the failed call leaves the first container's bundle alone.
 func TestNewContainerConflict(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
+	tc, id := newTest(t)
 	ctr := tc.newContainer(t, id, []string{"true"})
 	bundle := filepath.Join(tc.stateDir, id)
 	assertPrivate(t, bundle, os.ModeDir)
@@ -54,9 +52,7 @@ func TestNewContainerConflict(t *testing.T) {
 	if err := ctr.Delete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Fatalf("left in state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 }
 
 // notAProtoOption is a runtime options value typeurl cannot marshal.
@@ -120,20 +116,17 @@ func TestNewContainerFailureLeavesNothing(t *testing.T) {
 			}
 		})
 	}
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Fatalf("left in state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 }
 
 // TestContainerNotFound checks the NotFound class of unknown containers and
 // of containers without a task.
 func TestContainerNotFound(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
+	tc, id := newTest(t)
 	if _, err := tc.LoadContainer(tc.ctx, "no-such-container"); !errdefs.IsNotFound(err) {
 		t.Fatalf("LoadContainer: %v, want NotFound", err)
 	}
-	id := testutil.ID(t)
 	tc.newContainer(t, id, []string{"true"})
 	ctr, err := tc.LoadContainer(tc.ctx, id)
 	if err != nil {
@@ -142,21 +135,17 @@ func TestContainerNotFound(t *testing.T) {
 	if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
 		t.Fatalf("Task without a task: %v, want NotFound", err)
 	}
-	called := false
-	if _, err := ctr.AttachTask(tc.ctx, func(dio *cio.DirectIO) (cio.IO, error) { called = true; return dio, nil }); !errdefs.IsNotFound(err) {
+	var att recordingAttach
+	if _, err := ctr.AttachTask(tc.ctx, att.attach); !errdefs.IsNotFound(err) {
 		t.Fatalf("AttachTask without a task: %v, want NotFound", err)
 	}
-	if called {
+	if att.called {
 		t.Fatal("AttachTask called the stdio callback without a task")
 	}
 
 	// A task that was deleted is gone for its old handle too.
-	var out capture
-	task := tc.createAndStart(t, ctr, false, out.attach)
-	tc.backend.waitEvent(t, id, types.EventExit, id)
-	if _, err := task.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
+	tc.reap(t, id, id, task)
 	if _, err := task.Delete(tc.ctx); !errdefs.IsNotFound(err) {
 		t.Fatalf("second task Delete: %v, want NotFound", err)
 	}
@@ -178,8 +167,7 @@ func TestContainerNotFound(t *testing.T) {
 // a task is private and removed by Container.Delete.
 func TestContainerDeleteRemovesBundle(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
+	tc, id := newTest(t)
 	ctr := tc.newContainer(t, id, []string{"cat"})
 	bundle := filepath.Join(tc.stateDir, id)
 	var out capture
@@ -188,9 +176,7 @@ func TestContainerDeleteRemovesBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertPrivate(t, bundle, os.ModeDir)
-	for _, s := range []string{"-stdin", "-stdout", "-stderr"} {
-		assertPrivate(t, filepath.Join(bundle, id+s), os.ModeNamedPipe)
-	}
+	assertPrivateFIFOs(t, bundle, id)
 	if got, want := dirEntries(t, bundle), []string{id + "-stderr", id + "-stdin", id + "-stdout"}; !slices.Equal(got, want) {
 		t.Fatalf("bundle holds %v, want %v", got, want)
 	}
@@ -206,16 +192,8 @@ func TestContainerDeleteRemovesBundle(t *testing.T) {
 	if err := task.Start(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := out.stdin.Close(); err != nil {
-		t.Fatal(err)
-	}
-	tc.backend.waitEvent(t, id, types.EventExit, id)
-	if _, err := task.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := ctr.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	out.closeStdin(t)
+	tc.finish(t, id, ctr, task)
 	if _, err := os.Lstat(bundle); !os.IsNotExist(err) {
 		t.Fatalf("bundle after Delete: %v", err)
 	}
@@ -225,8 +203,7 @@ func TestContainerDeleteRemovesBundle(t *testing.T) {
 // bundle. It cannot run in parallel: it sets the environment.
 func TestContainerDeleteNoClean(t *testing.T) {
 	t.Setenv(envNoClean, "1")
-	tc := newTestClient(t)
-	id := testutil.ID(t)
+	tc, id := newTest(t)
 	ctr := tc.newContainer(t, id, []string{"true"})
 	if err := ctr.Delete(tc.ctx); err != nil {
 		t.Fatal(err)
@@ -242,11 +219,8 @@ func TestContainerDeleteNoClean(t *testing.T) {
 // TestReplaceContainer replaces a container whose task runs.
 func TestReplaceContainer(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
-	var old capture
-	oldTask := tc.createAndStart(t, ctr, false, old.attach)
+	tc, id := newTest(t)
+	ctr, oldTask, old := tc.run(t, id, false, []string{"sleep", "3600"})
 
 	ctr, err := ReplaceContainer(tc.ctx, tc.Client, id, tc.spec(t, id, []string{"echo", "replaced"}), runcShim, &runcoptions.Options{})
 	if err != nil {
@@ -261,20 +235,8 @@ func TestReplaceContainer(t *testing.T) {
 	if stdout, _ := out.wait(t); stdout != "replaced\n" {
 		t.Fatalf("stdout of the new container %q", stdout)
 	}
-	tc.backend.waitUntil(t, "exit of the new task", func(evs []event) bool {
-		for _, e := range evs {
-			if e.Type == types.EventExit && e.Info.ContainerID == id && e.Info.Pid == task.Pid() {
-				return true
-			}
-		}
-		return false
-	})
-	if _, err := task.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := ctr.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc.backend.waitExit(t, id, task.Pid())
+	tc.remove(t, ctr, task)
 
 	// Without a stale container, ReplaceContainer just creates.
 	ctr, err = ReplaceContainer(tc.ctx, tc.Client, id, tc.spec(t, id, []string{"true"}), runcShim, &runcoptions.Options{})

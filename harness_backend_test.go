@@ -115,6 +115,21 @@ func (b *recordingBackend) waitEvent(t testing.TB, containerID string, et types.
 	return found
 }
 
+// waitExit waits for the exit event of the init process pid of container
+// id and returns it.
+func (b *recordingBackend) waitExit(t testing.TB, id string, pid uint32) types.EventInfo {
+	t.Helper()
+	var found types.EventInfo
+	b.waitUntil(t, fmt.Sprintf("exit of %s pid %d", id, pid), func(evs []event) bool {
+		exits := exitsOfPid(evs, id, pid)
+		if len(exits) > 0 {
+			found = exits[0].Info
+		}
+		return len(exits) > 0
+	})
+	return found
+}
+
 // eventTypes lists the types of evs, in order.
 func eventTypes(evs []event) []types.EventType {
 	out := make([]types.EventType, 0, len(evs))

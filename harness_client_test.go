@@ -133,6 +133,73 @@ func (tc *testClient) newContainer(t testing.TB, id string, args []string, opts 
 	return ctr
 }
 
+// load loads container id through the client.
+func (tc *testClient) load(t testing.TB, id string) types.Container {
+	t.Helper()
+	ctr, err := tc.LoadContainer(tc.ctx, id)
+	if err != nil {
+		t.Fatalf("LoadContainer(%s): %v", id, err)
+	}
+	return ctr
+}
+
+// newMobyContainer makes container id the way moby's libcontainerd does,
+// through containerd alone, running spec with runtime options opts and
+// labelled with bundle (which the caller makes) as its bundle. It returns
+// containerd's handle: load it for the client's.
+func (tc *testClient) newMobyContainer(t testing.TB, id, bundle string, spec *specs.Spec, opts any) containerd.Container {
+	t.Helper()
+	ctr, err := tc.c8dClient.NewContainer(tc.ctx, id,
+		containerd.WithSpec(spec),
+		containerd.WithRuntime(runcShim, opts),
+		containerd.WithAdditionalContainerLabels(map[string]string{DockerContainerBundlePath: bundle}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctr
+}
+
+// c8dTask returns containerd's own handle of the task of container id,
+// without the client, for what another program does to it.
+func (tc *testClient) c8dTask(t testing.TB, id string) containerd.Task {
+	t.Helper()
+	ctr, err := tc.c8dClient.LoadContainer(tc.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(tc.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+// remappedSpec is a spec with a user namespace whose root is 100000.
+func remappedSpec() *specs.Spec {
+	return &specs.Spec{Linux: &specs.Linux{
+		Namespaces:  []specs.LinuxNamespace{{Type: specs.UserNamespace}},
+		UIDMappings: remappedIDs,
+		GIDMappings: remappedIDs,
+	}}
+}
+
+// remappedIDs maps a user namespace's root to 100000, for 65536 ids.
+var remappedIDs = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+
+// idleContainer creates a container named after t that never gets a task;
+// it is deleted when t ends.
+func (tc *testClient) idleContainer(t testing.TB) types.Container {
+	t.Helper()
+	ctr := tc.newContainer(t, testutil.ID(t, "idle"), []string{"true"})
+	t.Cleanup(func() {
+		if err := ctr.Delete(tc.ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return ctr
+}
+
 // createAndStart creates the task of ctr with attach as its stdio callback,
 // starts it and returns it.
 func (tc *testClient) createAndStart(t testing.TB, ctr types.Container, withStdin bool, attach types.StdioCallback) types.Task {
@@ -155,6 +222,21 @@ func (tc *testClient) run(t testing.TB, id string, withStdin bool, args []string
 	ctr := tc.newContainer(t, id, args, opts...)
 	out := &engineIO{}
 	return ctr, tc.createAndStart(t, ctr, withStdin, out.attach), out
+}
+
+// attach attaches to the running task of ctr, as an engine that restarted
+// does, checks that it is process pid and returns it with its stdio.
+func (tc *testClient) attach(t testing.TB, ctr types.Container, pid uint32) (types.Task, *capture) {
+	t.Helper()
+	out := &capture{}
+	task, err := ctr.AttachTask(tc.ctx, out.attach)
+	if err != nil {
+		t.Fatalf("AttachTask: %v", err)
+	}
+	if task.Pid() != pid {
+		t.Fatalf("attached to pid %d, want %d", task.Pid(), pid)
+	}
+	return task, out
 }
 
 // runSleeper creates container id running "sleep 3600" and starts its task;
@@ -277,6 +359,21 @@ func (tc *testClient) deleteWithoutTask(t testing.TB, id string, ctr types.Conta
 	}
 }
 
+// assertNewTaskRefused fails t unless NewTask of ctr fails with errdefs
+// class want, without calling the stdio callback, and leaves the state
+// directory and containerd as they were.
+func (tc *testClient) assertNewTaskRefused(t testing.TB, ctr types.Container, want string) {
+	t.Helper()
+	before := tc.hostileState(t)
+	var att recordingAttach
+	_, err := ctr.NewTask(tc.ctx, "", true, att.attach)
+	wantClass(t, "NewTask", err, want)
+	if att.called {
+		t.Error("stdio callback called")
+	}
+	tc.assertUnchanged(t, "after NewTask", before)
+}
+
 // assertNoFIFOs fails t if FIFOs of processes whose IDs match pattern are
 // left in the bundle of container id.
 func (tc *testClient) assertNoFIFOs(t testing.TB, id, pattern string) {
@@ -304,11 +401,7 @@ func (tc *testClient) assertNoExitBefore(t testing.TB, ctr types.Container, pid 
 	if err := next.Kill(tc.ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	tc.backend.waitUntil(t, "exit of the next incarnation", func(evs []event) bool {
-		return slices.ContainsFunc(evs, func(e event) bool {
-			return e.Type == types.EventExit && e.Info.ContainerID == id && e.Info.Pid == next.Pid()
-		})
-	})
+	tc.backend.waitExit(t, id, next.Pid())
 	if _, err := next.Delete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}

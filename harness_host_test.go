@@ -77,6 +77,45 @@ func assertPrivate(t testing.TB, path string, wantType os.FileMode) {
 	}
 }
 
+// assertPrivateFIFOs fails t unless the stdin, stdout and stderr FIFOs of
+// process id are in bundle and private.
+func assertPrivateFIFOs(t testing.TB, bundle, id string) {
+	t.Helper()
+	for _, s := range []string{"-stdin", "-stdout", "-stderr"} {
+		assertPrivate(t, filepath.Join(bundle, id+s), os.ModeNamedPipe)
+	}
+}
+
+// searchableStateDir makes base/state, a state directory under a new base
+// whose parents a remapped root can search, as a bundle with a user
+// namespace needs; a component it cannot search is swapped for one of its
+// own.
+func searchableStateDir(t testing.TB) (base, stateDir string) {
+	t.Helper()
+	base = t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stateDir = filepath.Join(base, "state")
+	if err := os.Mkdir(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return base, stateDir
+}
+
+// owner returns the uid and gid that own path.
+func owner(t testing.TB, path string) (uid, gid uint32) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return st.Uid, st.Gid
+}
+
 // openFDs counts the process's open file descriptors.
 func openFDs(t testing.TB) int {
 	t.Helper()

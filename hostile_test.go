@@ -77,18 +77,9 @@ func TestHostileShim(t *testing.T) {
 				tc.assertUnchanged(t, "after a refused shim", before)
 				return
 			}
-			var out capture
-			_, err = ctr.NewTask(tc.ctx, "", true, out.attach)
+			_, err = ctr.NewTask(tc.ctx, "", true, (&capture{}).attach)
 			assertRuntimeError(t, fmt.Sprintf("NewTask with shim %q", c.shim), err)
-			if left := dirEntries(t, filepath.Join(tc.stateDir, id)); len(left) != 0 {
-				t.Errorf("left in the bundle: %v", left)
-			}
-			if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
-				t.Errorf("Task after the refused NewTask: %v, want NotFound", err)
-			}
-			if err := ctr.Delete(tc.ctx); err != nil {
-				t.Fatal(err)
-			}
+			tc.deleteWithoutTask(t, id, ctr)
 			tc.assertUnchanged(t, "after Delete", before)
 		})
 	}
@@ -119,32 +110,10 @@ func TestHostileRuntimeOptions(t *testing.T) {
 			if err := os.Mkdir(bundle, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := tc.c8dClient.NewContainer(tc.ctx, id,
-				containerd.WithSpec(tc.spec(t, id, []string{"true"})),
-				containerd.WithRuntime(runcShim, c.opts),
-				containerd.WithAdditionalContainerLabels(map[string]string{DockerContainerBundlePath: bundle}),
-			); err != nil {
-				t.Fatal(err)
-			}
-			ctr, err := tc.LoadContainer(tc.ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var att recordingAttach
-			_, err = ctr.NewTask(tc.ctx, "", true, att.attach)
-			wantClass(t, "NewTask", err, "FailedPrecondition")
-			if att.called {
-				t.Error("stdio callback called")
-			}
-			if left := dirEntries(t, bundle); len(left) != 0 {
-				t.Errorf("left in the bundle: %v", left)
-			}
-			if _, err := ctr.Task(tc.ctx); !errdefs.IsNotFound(err) {
-				t.Errorf("Task after the refused NewTask: %v, want NotFound", err)
-			}
-			if err := ctr.Delete(tc.ctx); err != nil {
-				t.Fatal(err)
-			}
+			tc.newMobyContainer(t, id, bundle, tc.spec(t, id, []string{"true"}), c.opts)
+			ctr := tc.load(t, id)
+			tc.assertNewTaskRefused(t, ctr, "FailedPrecondition")
+			tc.deleteWithoutTask(t, id, ctr)
 			tc.assertUnchanged(t, "after Delete", before)
 		})
 	}
@@ -156,20 +125,9 @@ func TestHostileRuntimeOptions(t *testing.T) {
 // FIFOs.
 func TestHostileNilStdio(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	_, task := tc.runSleeper(t, id)
-	idle := testutil.ID(t, "idle")
-	idleCtr := tc.newContainer(t, idle, []string{"true"})
-	t.Cleanup(func() {
-		if err := idleCtr.Delete(tc.ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	running, err := tc.LoadContainer(tc.ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc, id, task := newSleeperTest(t)
+	idleCtr := tc.idleContainer(t)
+	running := tc.load(t, id)
 	before := tc.hostileState(t)
 	for _, c := range []call{
 		{"NewTask", func(ctx context.Context) error { _, err := idleCtr.NewTask(ctx, "", true, nil); return err }},
@@ -252,15 +210,10 @@ func TestHostileStdioCallback(t *testing.T) {
 
 	t.Run("AttachTask", func(t *testing.T) {
 		id := testutil.ID(t)
-		ctr := tc.newContainer(t, id, []string{"cat"})
-		var first engineIO
-		task := tc.createAndStart(t, ctr, true, first.attach)
+		ctr, task, first := tc.run(t, id, true, []string{"cat"})
 		// The engine restarts: its ends of the FIFOs are closed.
 		first.die(t)
-		loaded, err := tc.LoadContainer(tc.ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
+		loaded := tc.load(t, id)
 		before := tc.hostileState(t)
 		for _, cb := range callbacks {
 			_, err := loaded.AttachTask(tc.ctx, cb.attach)
@@ -268,24 +221,11 @@ func TestHostileStdioCallback(t *testing.T) {
 			tc.assertUnchanged(t, "AttachTask, callback "+cb.name, before)
 		}
 		// The task's stdin is still open and its FIFOs still connected.
-		var out capture
-		if _, err := loaded.AttachTask(tc.ctx, out.attach); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := out.stdin.Write([]byte("still attached\n")); err != nil {
-			t.Fatal(err)
-		}
+		_, out := tc.attach(t, loaded, task.Pid())
+		out.send(t, "still attached\n")
 		out.waitOutput(t, "still attached\n")
-		if err := out.stdin.Close(); err != nil {
-			t.Fatal(err)
-		}
-		tc.backend.waitEvent(t, id, types.EventExit, id)
-		if _, err := task.Delete(tc.ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := ctr.Delete(tc.ctx); err != nil {
-			t.Fatal(err)
-		}
+		out.closeStdin(t)
+		tc.finish(t, id, ctr, task)
 	})
 }
 
@@ -293,19 +233,10 @@ func TestHostileStdioCallback(t *testing.T) {
 // handles after their Delete: each is NotFound, nothing is created.
 func TestHostileDeleted(t *testing.T) {
 	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
-	var out capture
-	task := tc.createAndStart(t, ctr, false, out.attach)
-	p, err := task.Exec(tc.ctx, "gone", tc.processSpec(t, id, "true"), false, (&capture{}).attach)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc.backend.waitEvent(t, id, types.EventExit, "gone")
-	if _, err := p.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc, id := newTest(t)
+	ctr, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
+	p, _ := tc.exec(t, task, "gone", false, "true")
+	tc.reap(t, id, "gone", p)
 	checkpoints := t.TempDir()
 	check := func(t *testing.T, calls []call) {
 		before := tc.hostileState(t)
@@ -317,9 +248,7 @@ func TestHostileDeleted(t *testing.T) {
 			wantClass(t, c.name, err, "NotFound")
 		}
 		tc.assertUnchanged(t, "after the calls", before)
-		if left := dirEntries(t, checkpoints); len(left) != 0 {
-			t.Errorf("left in the checkpoint dir: %v", left)
-		}
+		assertEmptyDir(t, checkpoints)
 	}
 	attach := (&capture{}).attach
 	execSpec := tc.processSpec(t, id, "true")
@@ -328,10 +257,7 @@ func TestHostileDeleted(t *testing.T) {
 	if err := task.Kill(tc.ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	tc.backend.waitEvent(t, id, types.EventExit, id)
-	if _, err := task.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc.reap(t, id, id, task)
 	t.Run("task", func(t *testing.T) {
 		check(t, taskCalls(task, "after-delete", execSpec, filepath.Join(checkpoints, "cp"), attach))
 		tc.assertNoProcess(t, id, "after-delete")
@@ -355,26 +281,14 @@ func TestHostileCancelledContext(t *testing.T) {
 	tc := newTestClient(t)
 	id := testutil.ID(t)
 	ctr, task := tc.runSleeper(t, id)
-	p, err := task.Exec(tc.ctx, "sleeper", tc.processSpec(t, id, "sleep", "3600"), true, (&capture{}).attach)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, _ := tc.exec(t, task, "sleeper", true, "sleep", "3600")
 	t.Cleanup(func() {
 		if err := p.Kill(tc.ctx, syscall.SIGKILL); err != nil {
 			t.Error(err)
 		}
-		tc.backend.waitEvent(t, id, types.EventExit, "sleeper")
-		if _, err := p.Delete(tc.ctx); err != nil {
-			t.Error(err)
-		}
+		tc.reap(t, id, "sleeper", p)
 	})
-	idle := testutil.ID(t, "idle")
-	idleCtr := tc.newContainer(t, idle, []string{"true"})
-	t.Cleanup(func() {
-		if err := idleCtr.Delete(tc.ctx); err != nil {
-			t.Error(err)
-		}
-	})
+	idleCtr := tc.idleContainer(t)
 	fresh := testutil.ID(t, "fresh")
 	freshSpec := tc.spec(t, fresh, []string{"true"})
 	checkpoints := t.TempDir()
@@ -421,9 +335,7 @@ func TestHostileCancelledContext(t *testing.T) {
 		t.Error("a stdio callback was called")
 	}
 	tc.assertNoProcess(t, id, "fresh-exec")
-	if left := dirEntries(t, checkpoints); len(left) != 0 {
-		t.Errorf("left in the checkpoint dir: %v", left)
-	}
+	assertEmptyDir(t, checkpoints)
 	if st, err := task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
 		t.Fatalf("status of the task: %v %v", st, err)
 	}
@@ -437,9 +349,7 @@ func TestHostileCancelledContext(t *testing.T) {
 // the filesystem nor containerd is changed.
 func TestHostileStateDir(t *testing.T) {
 	t.Parallel()
-	d := testutil.Shared(t)
-	ctx, ns := testutil.Context(t, d)
-	cli := d.Client(t)
+	env := newTestEnv(t, testutil.Shared(t))
 	base := t.TempDir()
 	file := filepath.Join(base, "file")
 	if err := os.WriteFile(file, []byte("not a directory"), 0o600); err != nil {
@@ -468,15 +378,11 @@ func TestHostileStateDir(t *testing.T) {
 		{"read-only state dir", ro, "PermissionDenied"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			c8d, err := New(ctx, cli, c.stateDir, ns, newRecordingBackend())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c8d.Close()
+			tc := env.client(t, c.stateDir, newRecordingBackend())
 			id := testutil.ID(t)
-			_, err = c8d.NewContainer(ctx, id, testutil.Spec(t, ctx, id, []string{"true"}), runcShim, &runcoptions.Options{})
+			_, err := tc.NewContainer(tc.ctx, id, tc.spec(t, id, []string{"true"}), runcShim, &runcoptions.Options{})
 			wantClass(t, "NewContainer", err, c.want)
-			if _, err := c8d.LoadContainer(ctx, id); !errdefs.IsNotFound(err) {
+			if _, err := tc.LoadContainer(tc.ctx, id); !errdefs.IsNotFound(err) {
 				t.Errorf("LoadContainer: %v, want NotFound", err)
 			}
 		})
@@ -487,7 +393,7 @@ func TestHostileStateDir(t *testing.T) {
 	if b, err := os.ReadFile(file); err != nil || string(b) != "not a directory" {
 		t.Errorf("the file: %q %v", b, err)
 	}
-	if ctrs, err := cli.Containers(ctx); err != nil || len(ctrs) != 0 {
+	if ctrs, err := env.cli.Containers(env.ctx); err != nil || len(ctrs) != 0 {
 		t.Errorf("containers: %v %v", ctrs, err)
 	}
 }
@@ -530,10 +436,14 @@ func TestHostileSymlinks(t *testing.T) {
 		symlink(t, outsideFIFO, filepath.Join(bundle, id+"-stdout"))
 		symlink(t, absent, filepath.Join(bundle, id+"-stderr"))
 	}
-	assertFIFOs := func(t *testing.T, bundle, id string) {
-		for _, s := range []string{"-stdin", "-stdout", "-stderr"} {
-			assertPrivate(t, filepath.Join(bundle, id+s), os.ModeNamedPipe)
-		}
+	// roundTrip checks that process id of the container of bundle got
+	// FIFOs of its own and that its stdin and stdout go through them.
+	roundTrip := func(t *testing.T, bundle, id string, out *capture) {
+		t.Helper()
+		assertPrivateFIFOs(t, bundle, id)
+		out.send(t, "inside\n")
+		out.waitOutput(t, "inside\n")
+		out.closeStdin(t)
 	}
 
 	t.Run("bundle", func(t *testing.T) {
@@ -560,27 +470,13 @@ func TestHostileSymlinks(t *testing.T) {
 	t.Run("user namespace bundle parent", func(t *testing.T) {
 		// With a user namespace, a parent the remapped root cannot search
 		// is swapped for "<parent>.<uid>.<gid>", next to it.
-		base := t.TempDir()
-		for _, d := range []string{filepath.Dir(base), base} {
-			if err := os.Chmod(d, 0o711); err != nil {
-				t.Fatal(err)
-			}
-		}
-		stateDir := filepath.Join(base, "state")
-		if err := os.Mkdir(stateDir, 0o700); err != nil {
-			t.Fatal(err)
-		}
+		_, stateDir := searchableStateDir(t)
 		symlink(t, outside, stateDir+".100000.100000")
 		was, err := os.Stat(outside)
 		if err != nil {
 			t.Fatal(err)
 		}
-		spec := &specs.Spec{Linux: &specs.Linux{
-			Namespaces:  []specs.LinuxNamespace{{Type: specs.UserNamespace}},
-			UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
-			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}},
-		}}
-		err = WithBundle(filepath.Join(stateDir, "userns"), spec)(tc.ctx, nil, &containers.Container{})
+		err = WithBundle(filepath.Join(stateDir, "userns"), remappedSpec())(tc.ctx, nil, &containers.Container{})
 		wantClass(t, "WithBundle", err, "InvalidArgument")
 		fi, err := os.Stat(outside)
 		if err != nil {
@@ -600,14 +496,7 @@ func TestHostileSymlinks(t *testing.T) {
 			t.Fatal(err)
 		}
 		symlink(t, outside, bundle)
-		before := tc.hostileState(t)
-		var att recordingAttach
-		_, err := ctr.NewTask(tc.ctx, "", true, att.attach)
-		wantClass(t, "NewTask", err, "FailedPrecondition")
-		if att.called {
-			t.Error("stdio callback called")
-		}
-		tc.assertUnchanged(t, "after NewTask", before)
+		tc.assertNewTaskRefused(t, ctr, "FailedPrecondition")
 		// Delete does not follow the link either.
 		if err := ctr.Delete(tc.ctx); err != nil {
 			t.Fatal(err)
@@ -624,21 +513,8 @@ func TestHostileSymlinks(t *testing.T) {
 		plantFIFOLinks(t, bundle, id)
 		var out capture
 		task := tc.createAndStart(t, ctr, true, out.attach)
-		assertFIFOs(t, bundle, id)
-		if _, err := out.stdin.Write([]byte("inside\n")); err != nil {
-			t.Fatal(err)
-		}
-		out.waitOutput(t, "inside\n")
-		if err := out.stdin.Close(); err != nil {
-			t.Fatal(err)
-		}
-		tc.backend.waitEvent(t, id, types.EventExit, id)
-		if _, err := task.Delete(tc.ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := ctr.Delete(tc.ctx); err != nil {
-			t.Fatal(err)
-		}
+		roundTrip(t, bundle, id, &out)
+		tc.finish(t, id, ctr, task)
 	})
 
 	t.Run("exec fifos", func(t *testing.T) {
@@ -646,26 +522,10 @@ func TestHostileSymlinks(t *testing.T) {
 		_, task := tc.runSleeper(t, id)
 		bundle := filepath.Join(tc.stateDir, id)
 		plantFIFOLinks(t, bundle, "x")
-		var out capture
-		p, err := task.Exec(tc.ctx, "x", tc.processSpec(t, id, "cat"), true, out.attach)
-		if err != nil {
-			t.Fatal(err)
-		}
-		assertFIFOs(t, bundle, "x")
-		if _, err := out.stdin.Write([]byte("inside\n")); err != nil {
-			t.Fatal(err)
-		}
-		out.waitOutput(t, "inside\n")
-		if err := out.stdin.Close(); err != nil {
-			t.Fatal(err)
-		}
-		tc.backend.waitEvent(t, id, types.EventExit, "x")
-		if _, err := p.Delete(tc.ctx); err != nil {
-			t.Fatal(err)
-		}
-		if left, _ := filepath.Glob(filepath.Join(bundle, "x-*")); len(left) != 0 {
-			t.Fatalf("exec fifos left: %v", left)
-		}
+		p, out := tc.exec(t, task, "x", true, "cat")
+		roundTrip(t, bundle, "x", out)
+		tc.reap(t, id, "x", p)
+		tc.assertNoFIFOs(t, id, "x")
 	})
 
 	t.Run("fifo path taken", func(t *testing.T) {
@@ -688,14 +548,7 @@ func TestHostileSymlinks(t *testing.T) {
 				id := testutil.ID(t)
 				ctr := tc.newContainer(t, id, []string{"true"})
 				c.plant(t, filepath.Join(tc.stateDir, id, id+"-stdout"))
-				before := tc.hostileState(t)
-				var att recordingAttach
-				_, err := ctr.NewTask(tc.ctx, "", true, att.attach)
-				wantClass(t, "NewTask", err, "FailedPrecondition")
-				if att.called {
-					t.Error("stdio callback called")
-				}
-				tc.assertUnchanged(t, "after NewTask", before)
+				tc.assertNewTaskRefused(t, ctr, "FailedPrecondition")
 				if err := ctr.Delete(tc.ctx); err != nil {
 					t.Fatal(err)
 				}
@@ -719,21 +572,15 @@ func TestHostileSymlinks(t *testing.T) {
 		}
 		ctr := tc.newContainer(t, id, []string{"true"})
 		assertPrivate(t, bundle, os.ModeDir)
-		fi, err := os.Stat(bundle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
-			t.Errorf("bundle owned by %d:%d, want root", st.Uid, st.Gid)
+		if uid, gid := owner(t, bundle); uid != 0 || gid != 0 {
+			t.Errorf("bundle owned by %d:%d, want root", uid, gid)
 		}
 		if err := ctr.Delete(tc.ctx); err != nil {
 			t.Fatal(err)
 		}
 	})
 
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Errorf("left in the state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 }
 
 // hostileIDs are container and exec IDs that are not containerd
