@@ -30,8 +30,10 @@ type flavor struct {
 	binDir string
 }
 
+// env keeps the caller's PATH behind the flavor's directory: make puts the
+// criu that works on this kernel first in it, and runc finds criu there.
 func (f *flavor) env() []string {
-	return []string{"PATH=" + f.binDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
+	return []string{"PATH=" + f.binDir + ":" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 }
 
 // runState is the state of one `go test` of this package.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -36,7 +37,14 @@ type result struct {
 	index map[string]int
 }
 
+// Paths and IDs differ between the two builds' runs by construction.
+var (
+	runPath = regexp.MustCompile(`/tmp/lcd-engine-[0-9]+/[a-z0-9]+/[a-z0-9-]+-(stock|ours)`)
+	hexID   = regexp.MustCompile(`\b[0-9a-f]{64}\b|\b[0-9a-f]{12}\b`)
+)
+
 func (r *result) add(o observation) {
+	o.val = hexID.ReplaceAllString(runPath.ReplaceAllString(o.val, "<dir>"), "<id>")
 	if r.index == nil {
 		r.index = map[string]int{}
 	}
