@@ -73,9 +73,12 @@ var messageClasses = []struct {
 	{"no such container", errdefs.ErrNotFound},        // older shims
 	{"process does not exist", errdefs.ErrNotFound},   // shim, exec lookup
 	{"not found", errdefs.ErrNotFound},                // ttrpc errors without a status
-	{"transport is closing", errdefs.ErrUnavailable},  // gRPC/ttrpc connection lost
-	{"connection refused", errdefs.ErrUnavailable},    // daemon socket gone
-	{"ttrpc: closed", errdefs.ErrUnavailable},         // shim connection closed
+	// containerd 2.x's shim has no cgroup for a task restored from a
+	// checkpoint and says so without a class.
+	{"no metrics received", errdefs.ErrNotFound},
+	{"transport is closing", errdefs.ErrUnavailable}, // gRPC/ttrpc connection lost
+	{"connection refused", errdefs.ErrUnavailable},   // daemon socket gone
+	{"ttrpc: closed", errdefs.ErrUnavailable},        // shim connection closed
 	// An unknown or missing shim, found by containerd at task create.
 	{"binary not installed", errdefs.ErrFailedPrecondition},
 	{"invalid runtime name", errdefs.ErrFailedPrecondition},

@@ -26,6 +26,7 @@ func TestWrapError(t *testing.T) {
 		{"grpc failed precondition", status.Error(codes.FailedPrecondition, "not running"), errdefs.IsFailedPrecondition},
 		{"runc text", errors.New("runc: container does not exist"), errdefs.IsNotFound},
 		{"unknown status with not found text", status.Error(codes.Unknown, "process does not exist abc"), errdefs.IsNotFound},
+		{"no metrics of a restored task", errors.New("no metrics received"), errdefs.IsNotFound},
 		{"transport closing", errors.New("ttrpc: transport is closing"), errdefs.IsUnavailable},
 		{"unknown shim", errors.New(`failed to create shim task: runtime "io.containerd.nope.v1" binary not installed "containerd-shim-nope-v1": file does not exist`), errdefs.IsFailedPrecondition},
 		{"socket refused", errors.New("dial unix /x.sock: connect: connection refused"), errdefs.IsUnavailable},
