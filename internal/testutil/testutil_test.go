@@ -12,27 +12,10 @@ import (
 
 func TestMain(m *testing.M) { Main(m) }
 
-func TestID(t *testing.T) {
-	for _, tc := range []struct{ name, want string }{
-		{"plain", "testid-plain"},
-		{"With Spaces/and slash", "testid-with-spaces-and-slash"},
-		{strings.Repeat("long", 30), ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := ID(t)
-			if tc.want != "" && got != tc.want {
-				t.Fatalf("ID = %q, want %q", got, tc.want)
-			}
-			if len(got) > 76 || strings.ContainsAny(got, "/ .") {
-				t.Fatalf("ID %q is not a safe identifier", got)
-			}
-		})
-	}
-}
-
-// TestHarness proves the harness: the private daemon answers Version, and a
-// container built from the busybox rootfs and Spec runs /bin/echo through
-// the raw containerd client with its output read back.
+// TestHarness proves the repository's use of the kit: the daemon of the
+// selected flavor answers Version, and a container built from the shared
+// busybox rootfs and Spec runs /bin/echo through the raw containerd client
+// with its output read back.
 func TestHarness(t *testing.T) {
 	d := Shared(t)
 	ctx, _ := Context(t, d)
@@ -82,8 +65,9 @@ func TestHarness(t *testing.T) {
 	}
 }
 
-// TestRestart proves that a private daemon can be killed and restarted on
-// its root and state, and that a container created before survives.
+// TestRestart proves Restart and Start without a context: a private daemon
+// is killed and restarted on its root and state, and a container created
+// before survives.
 func TestRestart(t *testing.T) {
 	d := NewDaemon(t)
 	ctx, _ := Context(t, d)
@@ -93,6 +77,12 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
 	cli2 := d.Client(t)
