@@ -289,6 +289,11 @@ func TestCheckpointCRIU(t *testing.T) {
 				t.Fatal("the original got the restored copy's stdin")
 			}
 			tc.assertRestoredEvents(t, restored)
+			// containerd 2.x's shim has no cgroup for a restored task: a
+			// classified NotFound, never an unclassified error.
+			if _, err := restored.task.Stats(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+				t.Fatalf("Stats of the restored task: %v, want metrics or NotFound", err)
+			}
 
 			if exit {
 				tc.removeCounter(t, orig)
