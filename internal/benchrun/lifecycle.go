@@ -3,6 +3,7 @@ package benchrun
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -239,6 +240,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 	}
 	e.add(Row{Metric: "lifecycle A/A control: raw arm 2 vs arm 1, p50", Unit: "ms",
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
+	e.addPaired("lifecycle", &totals)
 	calls := e.addCalls("lifecycle", before, n)
 	for j, name := range stepNames {
 		e.res.Steps = append(e.res.Steps, e.stepRow(name, &perStep, j))
@@ -248,6 +250,23 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 		"raw = NewContainer, NewTask with cio FIFOs, Wait, Start, exit from Wait, Delete, Delete%s.", n, e.armNames(), warm, e.mobyNote())
 	e.note("%s", calls)
 	return nil
+}
+
+// addPaired reports, with moby's client, the library/moby and the A/A
+// ratios paired by round, each with its 95 % confidence interval: the
+// yardstick for a p50 ratio close to 1.
+func (e *env) addPaired(what string, totals *[allArms][]float64) {
+	if e.moby == nil {
+		return
+	}
+	for _, p := range []struct {
+		name string
+		a, b int
+	}{{"library/moby", armLib, armMoby}, {"A/A raw arm 2/arm 1", armRawAgain, armRaw}} {
+		med, lo, hi := pairedRatio(totals[p.a], totals[p.b])
+		e.add(Row{Metric: fmt.Sprintf("%s %s, median of per-round ratios (95 %% CI %.3f–%.3f)", what, p.name, lo, hi),
+			Lib: med, Base: math.NaN()})
+	}
 }
 
 // callSnapshots returns the request counts of the arms' namespaces so far.

@@ -73,3 +73,23 @@ func TestUpdateDoc(t *testing.T) {
 		t.Errorf("sections not replaced in place or appended at the end:\n%s", doc)
 	}
 }
+
+func TestPairedRatio(t *testing.T) {
+	a := make([]float64, 100)
+	b := make([]float64, 100)
+	for i := range a {
+		a[i], b[i] = float64(100+i), float64(100+i)/1.02 // a constant 2 % apart under drift
+	}
+	med, lo, hi := pairedRatio(a, b)
+	if math.Abs(med-1.02) > 1e-9 || math.Abs(lo-1.02) > 1e-9 || math.Abs(hi-1.02) > 1e-9 {
+		t.Errorf("pairedRatio = %v [%v, %v], want 1.02 throughout", med, lo, hi)
+	}
+	for i := range a {
+		a[i] = float64(i + 1) // ratios 1..100
+		b[i] = 1
+	}
+	med, lo, hi = pairedRatio(a, b)
+	if med != 50 || lo != 40 || hi != 60 {
+		t.Errorf("pairedRatio of 1..100 = %v [%v, %v], want 50 [40, 60]", med, lo, hi)
+	}
+}

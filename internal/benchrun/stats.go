@@ -26,3 +26,23 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // baseline, baseline, library, library, ... so that each side runs first
 // and last equally often.
 func abba(i int) bool { return i%2 == 0 }
+
+// pairedRatio returns the median of a[i]/b[i], samples a and b taken in
+// the same round i, and a distribution-free 95 % confidence interval for
+// that median (the order statistics n/2 ± 0.98·√n). Pairing by round
+// cancels drift in the machine's load that is slower than a round.
+func pairedRatio(a, b []float64) (med, lo, hi float64) {
+	n := min(len(a), len(b))
+	if n == 0 {
+		return math.NaN(), math.NaN(), math.NaN()
+	}
+	r := make([]float64, n)
+	for i := range n {
+		r[i] = a[i] / b[i]
+	}
+	slices.Sort(r)
+	half := 0.98 * math.Sqrt(float64(n))
+	j := max(int(math.Floor(float64(n)/2-half)), 1)
+	k := min(int(math.Ceil(float64(n)/2+half)), n)
+	return percentile(r, 50), r[j-1], r[k-1]
+}
