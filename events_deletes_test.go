@@ -9,7 +9,6 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
 )
 
@@ -20,15 +19,10 @@ import (
 // or container is left behind.
 func TestDeletesCompletedAfterOutage(t *testing.T) {
 	t.Parallel()
-	d := testutil.NewDaemon(t)
-	tc := newTestClientOn(t, d)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sleep", "3600"})
-	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
-	proc, err := task.Exec(tc.ctx, "exec1", tc.processSpec(t, id, "true"), false, (&capture{}).attach)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc, id := newDaemonTest(t)
+	d := tc.daemon
+	ctr, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
+	proc, _ := tc.exec(t, task, "exec1", false, "true")
 	tc.backend.waitEvent(t, id, types.EventExit, "exec1")
 	if err := task.Kill(tc.ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

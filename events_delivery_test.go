@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,13 +20,10 @@ import (
 // events then arrive complete and in order, and the other was not held up.
 func TestBackendRetry(t *testing.T) {
 	t.Parallel()
-	d := testutil.Shared(t)
-	ctx, ns := testutil.Context(t, d)
 	failing, healthy := testutil.ID(t, "failing"), testutil.ID(t, "healthy")
 	b := newRecordingBackend()
 	healthyDone := make(chan struct{})
-	var failures int
-	b.fail = func(containerID string, et types.EventType, ei types.EventInfo) error {
+	b.fail = func(containerID string, _ types.EventType, _ types.EventInfo) error {
 		if containerID != failing {
 			return nil
 		}
@@ -33,45 +31,27 @@ func TestBackendRetry(t *testing.T) {
 		case <-healthyDone:
 			return nil
 		default:
-			failures++ // only the failing container's worker runs this
 			return errors.New("backend busy")
 		}
 	}
-	c, err := New(ctx, d.Client(t), t.TempDir(), ns, b, WithEventRetry(100000, time.Millisecond, 10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tc := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
-
-	run := func(id string) types.Task {
-		ctr := tc.newContainer(t, id, []string{"true"})
-		task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
-		return task
-	}
-	ft := run(failing)
-	ht := run(healthy)
+	tc := newTestClientWith(t, b, WithEventRetry(100000, time.Millisecond, 10*time.Millisecond))
+	fctr, ft, _ := tc.run(t, failing, false, []string{"true"})
+	hctr, ht, _ := tc.run(t, healthy, false, []string{"true"})
 	b.waitEvent(t, healthy, types.EventExit, healthy)
 	if n := len(b.of(failing)); n != 0 {
 		t.Fatalf("failing container has %d events delivered before release", n)
 	}
 	close(healthyDone)
 	b.waitEvent(t, failing, types.EventExit, failing)
-	var got []types.EventType
-	for _, e := range b.of(failing) {
-		got = append(got, e.Type)
+	want := []types.EventType{types.EventCreate, types.EventStart, types.EventExit}
+	if got := eventTypes(b.of(failing)); !slices.Equal(got, want) {
+		t.Fatalf("failing container's events %v, want %v", got, want)
 	}
-	if fmt.Sprint(got) != fmt.Sprint([]types.EventType{types.EventCreate, types.EventStart, types.EventExit}) {
-		t.Fatalf("failing container's events %v, want create start exit", got)
-	}
-	if m := c.Metrics(); m.Retried == 0 || m.Dropped != 0 {
+	if m := tc.Metrics(); m.Retried == 0 || m.Dropped != 0 {
 		t.Fatalf("metrics %+v: want retries and no drops", m)
 	}
-	for _, task := range []types.Task{ft, ht} {
-		if _, err := task.Delete(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tc.remove(t, fctr, ft)
+	tc.remove(t, hctr, ht)
 }
 
 // TestBackendErrorAttempts checks how often a failing ProcessEvent is
@@ -80,7 +60,7 @@ func TestBackendRetry(t *testing.T) {
 // then the event is dropped and the container's next event goes on.
 func TestBackendErrorAttempts(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
+	for _, c := range []struct {
 		name           string
 		opts           []Option
 		calls, retried uint64
@@ -88,10 +68,8 @@ func TestBackendErrorAttempts(t *testing.T) {
 		{"default", nil, 1, 0},
 		{"WithEventRetry", []Option{WithEventRetry(3, time.Millisecond, time.Millisecond)}, 3, 2},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			d := testutil.Shared(t)
-			ctx, ns := testutil.Context(t, d)
 			id := testutil.ID(t)
 			b := newRecordingBackend()
 			var calls atomic.Uint64
@@ -102,24 +80,16 @@ func TestBackendErrorAttempts(t *testing.T) {
 				}
 				return nil
 			}
-			c, err := New(ctx, d.Client(t), t.TempDir(), ns, b, tc.opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			client := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
-			ctr := client.newContainer(t, id, []string{"true"})
-			task := client.createAndStart(t, ctr, false, (&capture{}).attach)
+			tc := newTestClientWith(t, b, c.opts...)
+			ctr, task, _ := tc.run(t, id, false, []string{"true"})
 			b.waitEvent(t, id, types.EventExit, id)
-			if n := calls.Load(); n != tc.calls {
-				t.Fatalf("create delivered %d times, want %d", n, tc.calls)
+			if n := calls.Load(); n != c.calls {
+				t.Fatalf("create delivered %d times, want %d", n, c.calls)
 			}
-			if m := c.Metrics(); m.Dropped != 1 || m.Retried != tc.retried {
-				t.Fatalf("metrics %+v: want 1 dropped, %d retried", m, tc.retried)
+			if m := tc.Metrics(); m.Dropped != 1 || m.Retried != c.retried {
+				t.Fatalf("metrics %+v: want 1 dropped, %d retried", m, c.retried)
 			}
-			if _, err := task.Delete(ctx); err != nil {
-				t.Fatal(err)
-			}
+			tc.remove(t, ctr, task)
 		})
 	}
 }
@@ -132,51 +102,45 @@ func TestCloseWithQueuedEvents(t *testing.T) {
 	d := testutil.NewDaemon(t)
 	for _, policy := range []ClosePolicy{CloseAbandon, CloseDrain} {
 		t.Run(fmt.Sprint("policy", policy), func(t *testing.T) {
-			ctx, ns := testutil.Context(t, d)
-			cli := d.Client(t)
-			// Connect first: the gRPC connection's goroutines are the
-			// containerd client's, not ours.
-			if _, err := cli.Version(ctx); err != nil {
-				t.Fatal(err)
-			}
+			// The environment connects first: the gRPC connection's
+			// goroutines are the containerd client's, not ours.
+			env := newTestEnv(t, d)
 			before := runtime.NumGoroutine()
 
 			id := testutil.ID(t)
 			b := newRecordingBackend()
-			entered := make(chan struct{})
-			release := make(chan struct{})
+			entered, released := make(chan struct{}), make(chan struct{})
+			release := sync.OnceFunc(func() { close(released) })
 			var once sync.Once
 			b.fail = func(containerID string, et types.EventType, _ types.EventInfo) error {
-				once.Do(func() { close(entered); <-release })
+				once.Do(func() { close(entered); <-released })
 				return nil
 			}
-			c, err := New(ctx, cli, t.TempDir(), ns, b, WithClosePolicy(policy))
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc := &testClient{Client: c, ctx: ctx, ns: ns, backend: b, daemon: d}
-			ctr := tc.newContainer(t, id, []string{"true"})
-			task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
+			tc := env.client(t, t.TempDir(), b, WithClosePolicy(policy))
+			// A test that fails before the release must not leave the
+			// Close of the client's cleanup waiting on the Backend.
+			t.Cleanup(release)
+			ctr, task, _ := tc.run(t, id, false, []string{"true"})
 			<-entered
 			// Create is blocked in the Backend; wait for start and exit to
 			// be queued behind it.
 			eventually(t, "start and exit received", func() (bool, string) {
-				m := c.Metrics()
+				m := tc.Metrics()
 				return m.Received >= 3, fmt.Sprintf("metrics %+v", m)
 			})
 			closed := make(chan error)
-			go func() { closed <- c.Close() }()
+			go func() { closed <- tc.Close() }()
 			if policy == CloseAbandon {
 				// Release the Backend only once Close abandons the queue.
 				eventually(t, "Close to abandon the queue", func() (bool, string) {
-					return c.events.delivery.abandoned(), "queue not abandoned"
+					return tc.events.delivery.abandoned(), "queue not abandoned"
 				})
 			}
-			close(release)
+			release()
 			if err := <-closed; err != nil {
 				t.Fatal(err)
 			}
-			m := c.Metrics()
+			m := tc.Metrics()
 			switch policy {
 			case CloseAbandon:
 				if m.Dropped != 2 || len(b.of(id)) != 1 {
@@ -190,28 +154,16 @@ func TestCloseWithQueuedEvents(t *testing.T) {
 			if m.QueueDepth != 0 {
 				t.Fatalf("queue depth %d after close", m.QueueDepth)
 			}
-			if _, err := task.Delete(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := ctr.Delete(ctx); err != nil {
-				t.Fatal(err)
-			}
+			tc.remove(t, ctr, task)
 			settle(t, "goroutines", before, runtime.NumGoroutine)
 		})
 	}
 
 	t.Run("containerd down", func(t *testing.T) {
-		ctx, ns := testutil.Context(t, d)
-		cli := d.Client(t)
-		if _, err := cli.Version(ctx); err != nil {
-			t.Fatal(err)
-		}
+		env := newTestEnv(t, d)
 		before := runtime.NumGoroutine()
-		c, err := New(ctx, cli, t.TempDir(), ns, newRecordingBackend())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Version(ctx); err != nil {
+		tc := env.client(t, t.TempDir(), newRecordingBackend())
+		if _, err := tc.Version(tc.ctx); err != nil {
 			t.Fatal(err)
 		}
 		if err := d.Kill(); err != nil {
@@ -224,7 +176,7 @@ func TestCloseWithQueuedEvents(t *testing.T) {
 		}()
 		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := c.CloseContext(closeCtx); err != nil {
+		if err := tc.CloseContext(closeCtx); err != nil {
 			t.Fatal(err)
 		}
 		settle(t, "goroutines", before, runtime.NumGoroutine)

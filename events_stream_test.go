@@ -26,8 +26,8 @@ type startedTask struct {
 // get their events afterwards.
 func TestExitsWhileContainerdDown(t *testing.T) {
 	t.Parallel()
-	d := testutil.NewDaemon(t)
-	tc := newTestClientOn(t, d)
+	tc, _ := newDaemonTest(t)
+	d := tc.daemon
 	const n = 20
 	ids := make([]string, n)
 	tasks := make([]types.Task, n)
@@ -35,9 +35,7 @@ func TestExitsWhileContainerdDown(t *testing.T) {
 		ids[i] = testutil.ID(t, fmt.Sprint(i))
 		// The trap makes the exit status 3 when the test signals the
 		// process while containerd is down.
-		ctr := tc.newContainer(t, ids[i], []string{"sh", "-c", `trap "exit 3" TERM; while true; do sleep 0.05; done`})
-		task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
-		tasks[i] = task
+		_, tasks[i], _ = tc.run(t, ids[i], false, []string{"sh", "-c", `trap "exit 3" TERM; while true; do sleep 0.05; done`})
 		tc.backend.waitEvent(t, ids[i], types.EventStart, ids[i])
 	}
 
@@ -80,8 +78,7 @@ func TestExitsWhileContainerdDown(t *testing.T) {
 	// reconnect; any duplicate exit of the old ones would be queued before
 	// its exit.
 	newID := testutil.ID(t, "after")
-	ctr := tc.newContainer(t, newID, []string{"true"})
-	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
+	_, task, _ := tc.run(t, newID, false, []string{"true"})
 	tc.backend.waitEvent(t, newID, types.EventExit, newID)
 	evs := tc.backend.all()
 	for i, id := range ids {
@@ -126,8 +123,7 @@ func TestExitsWhileContainerdDown(t *testing.T) {
 // delivered exactly once.
 func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 	t.Parallel()
-	d := testutil.NewDaemon(t)
-	tc := newTestClientOn(t, d, WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond))
+	tc, _ := newDaemonTest(t, WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond))
 	const (
 		workers     = 3
 		perWorker   = 10
@@ -145,13 +141,7 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 	)
 	progress := make(chan struct{}, totalStarts)
 	deleteContainer := func(id string, ctr types.Container) error {
-		return retry("delete container "+id, func() error {
-			err := ctr.Delete(tc.ctx)
-			if errdefs.IsNotFound(err) {
-				return nil
-			}
-			return err
-		})
+		return retry("delete container "+id, func() error { return ignoreNotFound(ctr.Delete(tc.ctx)) })
 	}
 	// lifecycle runs one container the way an engine does: create, start,
 	// wait for the exit event, delete. Calls that fail while containerd
@@ -201,32 +191,23 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 		} else {
 			t.Logf("start %s during restart: %v", id, err)
 		}
-		if err := retry("delete task "+id, func() error {
-			err := task.ForceDelete(tc.ctx)
-			if errdefs.IsNotFound(err) {
-				return nil
-			}
-			return err
-		}); err != nil {
+		if err := retry("delete task "+id, func() error { return ignoreNotFound(task.ForceDelete(tc.ctx)) }); err != nil {
 			return err
 		}
 		return deleteContainer(id, ctr)
 	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	var workErr error
+	go func() {
+		defer close(done)
+		workErr = inParallel(workers, func(w int) error {
 			for i := range perWorker {
-				id := testutil.ID(t, fmt.Sprint(w), fmt.Sprint(i))
-				if err := lifecycle(id, (w*perWorker+i)%100); err != nil {
-					t.Error(err)
-					return
+				if err := lifecycle(testutil.ID(t, fmt.Sprint(w), fmt.Sprint(i)), (w*perWorker+i)%100); err != nil {
+					return err
 				}
 			}
-		}()
-	}
-	go func() { wg.Wait(); close(done) }()
+			return nil
+		})
+	}()
 
 	for r := 0; r < restarts; r++ {
 		// Restart after every third container started, so restarts hit
@@ -237,11 +218,14 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 			case <-done:
 			}
 		}
-		if err := d.Restart(); err != nil {
+		if err := tc.daemon.Restart(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	<-done
+	if workErr != nil {
+		t.Error(workErr)
+	}
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"syscall"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -50,6 +49,34 @@ func copyStdio(dio *cio.DirectIO) (cio.IO, error) {
 	return dio, nil
 }
 
+// connect is what Example does first: it connects to containerd and makes
+// the engine's Client, with b as its Backend. closeAll closes both.
+func connect(ctx context.Context, b types.Backend) (client *libcontainerd.Client, closeAll func()) {
+	cli, err := containerd.New("/run/containerd/containerd.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	client, err = libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", b)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return client, func() {
+		client.Close()
+		cli.Close()
+	}
+}
+
+// engineSpec is the OCI spec of container id running args in rootfs, a
+// root filesystem the engine unpacked.
+func engineSpec(ctx context.Context, id, rootfs string, args ...string) *specs.Spec {
+	spec, err := oci.GenerateSpec(namespaces.WithNamespace(ctx, "engine"), nil, &containers.Container{ID: id},
+		oci.WithRootFSPath(rootfs), oci.WithProcessArgs(args...))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return spec
+}
+
 // Example runs a container to completion: create it, attach its output,
 // start it, wait for its exit event, delete it.
 func Example() {
@@ -68,11 +95,7 @@ func Example() {
 	}
 	defer client.Close()
 
-	spec, err := oci.GenerateSpec(namespaces.WithNamespace(ctx, "engine"), nil, &containers.Container{ID: id},
-		oci.WithRootFSPath("/srv/rootfs/busybox"), oci.WithProcessArgs("echo", "hello"))
-	if err != nil {
-		log.Fatal(err)
-	}
+	spec := engineSpec(ctx, id, "/srv/rootfs/busybox", "echo", "hello")
 	ctr, err := client.NewContainer(ctx, id, spec, "io.containerd.runc.v2", &runcoptions.Options{})
 	if err != nil {
 		log.Fatal(err)
@@ -100,17 +123,9 @@ func Example() {
 // Closing the DirectIO's Stdin closes the process's stdin.
 func Example_exec() {
 	ctx := context.Background()
-	cli, err := containerd.New("/run/containerd/containerd.sock")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
 	backend := newExitBackend("web")
-	client, err := libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", backend)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer client.Close()
+	client, closeAll := connect(ctx, backend)
+	defer closeAll()
 
 	ctr, err := client.LoadContainer(ctx, "web")
 	if err != nil {
@@ -147,16 +162,8 @@ func Example_exec() {
 // each container and attaches to its task's FIFOs.
 func Example_restart() {
 	ctx := context.Background()
-	cli, err := containerd.New("/run/containerd/containerd.sock")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
-	client, err := libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", newExitBackend("web"))
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer client.Close()
+	client, closeAll := connect(ctx, newExitBackend("web"))
+	defer closeAll()
 
 	ctr, err := client.LoadContainer(ctx, "web")
 	if err != nil {
@@ -183,33 +190,18 @@ func Example_restart() {
 // are deleted first.
 func ExampleReplaceContainer() {
 	ctx := context.Background()
-	cli, err := containerd.New("/run/containerd/containerd.sock")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
-	client, err := libcontainerd.NewClient(ctx, cli, "/run/engine/containerd", "engine", newExitBackend("web"))
-	if err != nil {
-		log.Fatal(err)
-	}
-	spec, err := oci.GenerateSpec(namespaces.WithNamespace(ctx, "engine"), nil, &containers.Container{ID: "web"},
-		oci.WithRootFSPath("/srv/rootfs/web"), oci.WithProcessArgs("httpd", "-f"))
-	if err != nil {
-		log.Fatal(err)
-	}
+	client, closeAll := connect(ctx, newExitBackend("web"))
+	defer closeAll()
+	spec := engineSpec(ctx, "web", "/srv/rootfs/web", "httpd", "-f")
 	ctr, err := libcontainerd.ReplaceContainer(ctx, client, "web", spec, "io.containerd.runc.v2", &runcoptions.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	task, err := ctr.NewTask(ctx, "", false, copyStdio)
-	if err != nil {
-		log.Fatal(err)
+	// Nothing of the stale container is left: the new one has no task
+	// until the engine creates it, as Example does.
+	if _, err := ctr.Task(ctx); errdefs.IsNotFound(err) {
+		fmt.Println("web is new")
 	}
-	if err := task.Start(ctx); err != nil {
-		log.Fatal(err)
-	}
-	// Later: stop it. The exit arrives at the Backend.
-	_ = task.Kill(ctx, syscall.SIGTERM)
 }
 
 // ExampleClient_LoadContainer shows the error classes a caller acts on. IDs
@@ -217,16 +209,8 @@ func ExampleReplaceContainer() {
 // this example needs no daemon.
 func ExampleClient_LoadContainer() {
 	ctx := context.Background()
-	cli, err := containerd.New("/run/containerd/containerd.sock")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cli.Close()
-	client, err := libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", newExitBackend(""))
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer client.Close()
+	client, closeAll := connect(ctx, newExitBackend(""))
+	defer closeAll()
 
 	for _, id := range []string{"../etc", "a/b", ""} {
 		_, err := client.LoadContainer(ctx, id)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 
 	"github.com/ctrkit/libcontainerd/internal/testutil"
@@ -26,33 +25,18 @@ const faultDeadline = 5 * time.Second
 // left on disk, and after containerd is back the handles work again.
 func TestContainerdDown(t *testing.T) {
 	t.Parallel()
-	d := testutil.NewDaemon(t)
-	tc := newTestClientOn(t, d)
-	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sleep", "60"})
-	var out capture
-	task := tc.createAndStart(t, ctr, true, out.attach)
-	proc, err := task.Exec(tc.ctx, "sleeper", tc.processSpec(t, id, "sleep", "60"), false, (&capture{}).attach)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc, id := newDaemonTest(t)
+	d := tc.daemon
+	ctr, task, _ := tc.run(t, id, true, []string{"sleep", "60"})
+	proc, _ := tc.exec(t, task, "sleeper", false, "sleep", "60")
 	before := dirEntries(t, filepath.Join(tc.stateDir, id))
 
 	if err := d.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	calls := []call{
-		{"Version", func(ctx context.Context) error { _, err := tc.Version(ctx); return err }},
-		{"LoadContainer", func(ctx context.Context) error { _, err := tc.LoadContainer(ctx, id); return err }},
-		{"NewContainer", func(ctx context.Context) error {
-			other := testutil.ID(t, "new")
-			_, err := tc.NewContainer(ctx, other, tc.spec(t, other, []string{"true"}), runcShim, &runcoptions.Options{})
-			return err
-		}},
-	}
-	calls = append(calls, containerCalls(ctr, (&capture{}).attach)...)
-	calls = append(calls, taskCalls(task, "while-down", tc.processSpec(t, id, "true"), filepath.Join(t.TempDir(), "cp"), (&capture{}).attach)...)
-	calls = append(calls, processCalls(proc)...)
+	fresh := testutil.ID(t, "new")
+	calls := append(tc.clientCalls(id, fresh, tc.spec(t, fresh, []string{"true"})),
+		everyCall(ctr, task, proc, "while-down", tc.processSpec(t, id, "true"), filepath.Join(t.TempDir(), "cp"), (&capture{}).attach)...)
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(tc.ctx, faultDeadline)
@@ -95,30 +79,22 @@ func TestContainerdDown(t *testing.T) {
 	if err := proc.Kill(tc.ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	tc.backend.waitEvent(t, id, types.EventExit, "sleeper")
-	if _, err := proc.Delete(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc.reap(t, id, "sleeper", proc)
 	if err := task.ForceDelete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := ctr.Delete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Errorf("left in the state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 }
 
 // TestKilledMidCall kills containerd at different points of NewTask, Exec
 // and Delete: whatever each call returns, after containerd is back the
 // engine can clean up, no FIFO or bundle is left, and no goroutine.
 func TestKilledMidCall(t *testing.T) {
-	d := testutil.NewDaemon(t)
-	tc := newTestClientOn(t, d)
-	if _, err := tc.Version(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
+	tc, _ := newDaemonTest(t)
+	d := tc.daemon
 	goroutines := runtime.NumGoroutine()
 	startTask := func(ctr types.Container, args ...string) (types.Task, error) {
 		task, err := ctr.NewTask(tc.ctx, "", true, (&capture{}).attach)
@@ -182,7 +158,7 @@ func TestKilledMidCall(t *testing.T) {
 			// its own schedule, so calls are retried.
 			if err := retry("clean up "+id, func() error {
 				if old, err := ctr.Task(tc.ctx); err == nil {
-					if err := old.ForceDelete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+					if err := ignoreNotFound(old.ForceDelete(tc.ctx)); err != nil {
 						return err
 					}
 				} else if !errdefs.IsNotFound(err) {
@@ -194,8 +170,6 @@ func TestKilledMidCall(t *testing.T) {
 			}
 		}
 	}
-	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
-		t.Errorf("left in the state dir: %v", left)
-	}
+	assertEmptyDir(t, tc.stateDir)
 	settle(t, "goroutines", goroutines+3, runtime.NumGoroutine)
 }

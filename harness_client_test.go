@@ -86,6 +86,20 @@ func newTestClientOn(t *testing.T, d *testutil.Daemon, opts ...Option) *testClie
 	return newTestEnv(t, d).client(t, t.TempDir(), newRecordingBackend(), opts...)
 }
 
+// newTestClientWith is a client on the shared daemon with b as its
+// Backend, for tests that set b.fail.
+func newTestClientWith(t *testing.T, b *recordingBackend, opts ...Option) *testClient {
+	t.Helper()
+	return newTestEnv(t, testutil.Shared(t)).client(t, t.TempDir(), b, opts...)
+}
+
+// newDaemonTest is newTest on a daemon of t's own (tc.daemon), for tests
+// that kill or restart it.
+func newDaemonTest(t *testing.T, opts ...Option) (*testClient, string) {
+	t.Helper()
+	return newTestClientOn(t, testutil.NewDaemon(t), opts...), testutil.ID(t)
+}
+
 // restart is the engine starting again: a client on tc's state directory
 // and namespace, with a connection and a Backend of its own.
 func (tc *testClient) restart(t testing.TB) *testClient {
@@ -470,6 +484,26 @@ func (tc *testClient) assertNoProcess(t testing.TB, ctrID, execID string) {
 type call struct {
 	name string
 	fn   func(context.Context) error
+}
+
+// clientCalls are the methods of tc's Client: LoadContainer of id and
+// NewContainer of fresh, with freshSpec.
+func (tc *testClient) clientCalls(id, fresh string, freshSpec *specs.Spec) []call {
+	return []call{
+		{"Client.Version", func(ctx context.Context) error { _, err := tc.Version(ctx); return err }},
+		{"Client.LoadContainer", func(ctx context.Context) error { _, err := tc.LoadContainer(ctx, id); return err }},
+		{"Client.NewContainer", func(ctx context.Context) error {
+			_, err := tc.NewContainer(ctx, fresh, freshSpec, runcShim, &runcoptions.Options{})
+			return err
+		}},
+	}
+}
+
+// everyCall is containerCalls, taskCalls and processCalls of ctr, its task
+// and p, a process of the task.
+func everyCall(ctr types.Container, task types.Task, p types.Process, execID string, exec *specs.Process, checkpointDir string, attach types.StdioCallback) []call {
+	calls := append(containerCalls(ctr, attach), taskCalls(task, execID, exec, checkpointDir, attach)...)
+	return append(calls, processCalls(p)...)
 }
 
 // containerCalls are the methods of ctr; attach is the stdio callback of

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // waitTimeout bounds every wait for an event or output in tests; it is a
@@ -59,6 +61,15 @@ func retry(what string, op func() error) error {
 		return err
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// ignoreNotFound is err unless it says that what was to be deleted is
+// gone already: for clean-ups retried across restarts.
+func ignoreNotFound(err error) error {
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 // settle waits until measure() <= want, failing t after waitTimeout:

@@ -267,9 +267,7 @@ func TestHostileDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("container", func(t *testing.T) {
-		check(t, append(append(containerCalls(ctr, attach),
-			taskCalls(task, "after-delete", execSpec, filepath.Join(checkpoints, "cp"), attach)...),
-			processCalls(p)...))
+		check(t, everyCall(ctr, task, p, "after-delete", execSpec, filepath.Join(checkpoints, "cp"), attach))
 	})
 }
 
@@ -294,22 +292,14 @@ func TestHostileCancelledContext(t *testing.T) {
 	checkpoints := t.TempDir()
 	var att recordingAttach
 
-	calls := []call{
-		{"Client.Version", func(ctx context.Context) error { _, err := tc.Version(ctx); return err }},
-		{"Client.LoadContainer", func(ctx context.Context) error { _, err := tc.LoadContainer(ctx, id); return err }},
-		{"Client.NewContainer", func(ctx context.Context) error {
-			_, err := tc.NewContainer(ctx, fresh, freshSpec, runcShim, &runcoptions.Options{})
-			return err
-		}},
-		{"ReplaceContainer", func(ctx context.Context) error {
+	calls := append(tc.clientCalls(id, fresh, freshSpec),
+		call{"ReplaceContainer", func(ctx context.Context) error {
 			_, err := ReplaceContainer(ctx, tc.Client, id, freshSpec, runcShim, &runcoptions.Options{})
 			return err
 		}},
-		{"Container.NewTask (no task)", func(ctx context.Context) error { _, err := idleCtr.NewTask(ctx, "", true, att.attach); return err }},
-	}
-	calls = append(calls, containerCalls(ctr, att.attach)...)
-	calls = append(calls, taskCalls(task, "fresh-exec", tc.processSpec(t, id, "true"), filepath.Join(checkpoints, "cp"), att.attach)...)
-	calls = append(calls, processCalls(p)...)
+		call{"Container.NewTask (no task)", func(ctx context.Context) error { _, err := idleCtr.NewTask(ctx, "", true, att.attach); return err }},
+	)
+	calls = append(calls, everyCall(ctr, task, p, "fresh-exec", tc.processSpec(t, id, "true"), filepath.Join(checkpoints, "cp"), att.attach)...)
 
 	ctx, cancel := context.WithCancel(tc.ctx)
 	cancel()
