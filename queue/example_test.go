@@ -41,3 +41,26 @@ func Example() {
 	// c1: [start oom exit]
 	// c2: [start exit]
 }
+
+// A callback that blocks holds back the later callbacks of its own id only:
+// other ids keep running.
+func ExampleQueue_Append() {
+	var q queue.Queue
+	release := make(chan struct{})
+	done := make(chan struct{})
+
+	q.Append("slow", func() { <-release })
+	q.Append("slow", func() {
+		fmt.Println("slow: second callback, once the first returned")
+		close(done)
+	})
+	q.Append("fast", func() {
+		fmt.Println("fast: runs while slow is blocked")
+		close(release)
+	})
+
+	<-done
+	// Output:
+	// fast: runs while slow is blocked
+	// slow: second callback, once the first returned
+}
