@@ -28,7 +28,7 @@ func TestDeletesCompletedAfterOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.backend.waitEvent(t, id, types.EventExit, id)
-	if shimOf(tc.ns, id) == 0 {
+	if len(d.Shims()) == 0 {
 		t.Fatal("no shim found for the container")
 	}
 
@@ -57,9 +57,10 @@ func TestDeletesCompletedAfterOutage(t *testing.T) {
 	if _, err := d.Client(t).LoadContainer(tc.ctx, id); !errdefs.IsNotFound(err) {
 		t.Fatalf("container after the outage: %v, want NotFound", err)
 	}
+	// The daemon is the test's own: its only shim is the container's.
 	eventually(t, "the shim to exit", func() (bool, string) {
-		pid := shimOf(tc.ns, id)
-		return pid == 0, fmt.Sprintf("shim pid %d", pid)
+		pids := d.Shims()
+		return len(pids) == 0, fmt.Sprintf("shim pids %v", pids)
 	})
 	if _, err := os.Lstat(filepath.Join(tc.stateDir, id)); !os.IsNotExist(err) {
 		t.Fatalf("bundle after the outage: %v", err)

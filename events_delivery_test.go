@@ -182,3 +182,14 @@ func TestCloseWithQueuedEvents(t *testing.T) {
 		settle(t, "goroutines", before, runtime.NumGoroutine)
 	})
 }
+
+func TestJitter(t *testing.T) {
+	for _, d := range []time.Duration{0, 1, 2, 100 * time.Millisecond, 5 * time.Second} {
+		for range 100 {
+			j := jitter(d)
+			if j < d/2 || (d > 1 && j >= d) {
+				t.Fatalf("jitter(%v) = %v, want in [d/2, d)", d, j)
+			}
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,25 +141,4 @@ func exited(pid uint32) bool {
 func waitGone(t testing.TB, pid uint32) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("pid %d to exit", pid), func() (bool, string) { return exited(pid), "still alive" })
-}
-
-// shimOf reports the pid of the shim of container id in namespace ns,
-// or 0.
-func shimOf(ns, id string) int {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) == 0 || !strings.Contains(args[0], "containerd-shim") {
-			continue
-		}
-		if slices.Contains(args, ns) && slices.Contains(args, id) {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			return pid
-		}
-	}
-	return 0
 }
