@@ -1,0 +1,268 @@
+package libcontainerd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// oomLimit is the memory limit of the containers that run out of memory
+// (the machines have no swap: the limit is the limit).
+const oomLimit = 16 << 20
+
+// allocForever doubles a shell variable until the memory cgroup's limit
+// has the kernel kill the shell.
+const allocForever = "x=a; while :; do x=$x$x; done"
+
+// cgroupOOMKills returns the OOM kills that the memory cgroup of container
+// id of namespace ns recorded (cgroup v1 memory.oom_control, v2
+// memory.events), read from the cgroup itself: the tests' oracle, apart
+// from what the client reads through containerd. The harness's specs put
+// containers in cgroup /<ns>/<id>.
+func cgroupOOMKills(t testing.TB, ns, id string) uint64 {
+	t.Helper()
+	file := filepath.Join("/sys/fs/cgroup/memory", ns, id, "memory.oom_control")
+	if _, err := os.Stat("/sys/fs/cgroup/memory"); errors.Is(err, os.ErrNotExist) {
+		file = filepath.Join("/sys/fs/cgroup", ns, id, "memory.events")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("read the container's memory cgroup: %v", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("oom_kill ")); ok {
+			n, err := strconv.ParseUint(string(v), 10, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("%s has no oom_kill counter:\n%s", file, b)
+	return 0
+}
+
+// waitOOMKill waits until the memory cgroup of container id of namespace
+// ns has recorded an OOM kill: the kernel counts it after it has sent the
+// SIGKILL, from the task whose allocation failed, which need not be the
+// one it killed.
+func waitOOMKill(t testing.TB, ns, id string) {
+	t.Helper()
+	eventually(t, "an OOM kill in the container's memory cgroup", func() (bool, string) {
+		n := cgroupOOMKills(t, ns, id)
+		return n > 0, fmt.Sprintf("oom_kill %d", n)
+	})
+}
+
+// oomAndInitExits returns, in delivery order, the EventOOMs of container
+// id and the exits of its init process, as "oom" and "exit <code> pid
+// <pid>".
+func oomAndInitExits(evs []event, id string) []string {
+	var out []string
+	for _, e := range evs {
+		switch {
+		case e.Info.ContainerID != id:
+		case e.Type == types.EventOOM:
+			out = append(out, "oom")
+		case e.Type == types.EventExit && e.Info.ProcessID == id:
+			out = append(out, fmt.Sprintf("exit %d pid %d", e.Info.ExitCode, e.Info.Pid))
+		}
+	}
+	return out
+}
+
+// assertOOMThenExit fails t unless container id got, for each incarnation
+// of its init process in pids, exactly one EventOOM and then exactly one
+// exit with status 137.
+func assertOOMThenExit(t testing.TB, b *recordingBackend, id string, pids ...uint32) {
+	t.Helper()
+	var want []string
+	for _, pid := range pids {
+		want = append(want, "oom", fmt.Sprintf("exit 137 pid %d", pid))
+	}
+	if got := oomAndInitExits(b.of(id), id); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("EventOOMs and exits %q, want %q; all events: %v", got, want, b.of(id))
+	}
+}
+
+// deleteAll deletes the task and the container, retrying while containerd
+// comes back from a restart.
+func (tc *testClient) deleteAll(t testing.TB, ctr types.Container, task types.Task) {
+	t.Helper()
+	if err := retry("delete task", func() error {
+		_, err := task.Delete(tc.ctx)
+		if err != nil && errdefs.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := retry("delete container", func() error { return ctr.Delete(tc.ctx) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOOMKill runs a container past its memory limit: the engine gets one
+// EventOOM and then one exit 137, whether containerd's TaskOOM arrives
+// before the exit or the client finds the OOM kill in the memory cgroup
+// first (the shim publishes the two from different goroutines).
+func TestOOMKill(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"sh", "-c", allocForever}, oci.WithMemoryLimit(oomLimit))
+	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
+	tc.backend.waitEvent(t, id, types.EventExit, id)
+	waitOOMKill(t, tc.ns, id)
+	assertOOMThenExit(t, tc.backend, id, task.Pid())
+	if _, err := task.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second incarnation in a new cgroup is checked anew. Its events
+	// follow every event of the first: the first's shim is gone once its
+	// task is deleted, and containerd hands a subscriber the events in the
+	// order it received them. So a TaskOOM of the first that came after its
+	// exit has been dropped by now, or never will be delivered.
+	next := tc.createAndStart(t, ctr, false, (&capture{}).attach)
+	tc.backend.waitUntil(t, "exit of the second incarnation", func(evs []event) bool {
+		return len(exitsOfPid(evs, id, next.Pid())) > 0
+	})
+	assertOOMThenExit(t, tc.backend, id, task.Pid(), next.Pid())
+	tc.deleteAll(t, ctr, next)
+}
+
+// TestOOMFoundAtExit is the TaskOOM the client never saw: an engine that
+// restarted after an exec of its container was OOM-killed. When the
+// container's init then exits with 137, the new client finds the OOM kill
+// in the memory cgroup and delivers EventOOM before the exit; the client
+// that saw the TaskOOM delivers it once and does not double it.
+func TestOOMFoundAtExit(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"sleep", "3600"}, oci.WithMemoryLimit(oomLimit))
+	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
+	hog, err := task.Exec(tc.ctx, "hog", tc.processSpec(t, id, "sh", "-c", allocForever), false, (&capture{}).attach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex := tc.backend.waitEvent(t, id, types.EventExit, "hog"); ex.ExitCode != oomExitStatus {
+		t.Fatalf("exec exit %+v, want 137", ex)
+	}
+	waitOOMKill(t, tc.ns, id)
+	// Once the first client has the TaskOOM, containerd has published it:
+	// a client that subscribes now cannot receive it.
+	tc.backend.waitEvent(t, id, types.EventOOM, "")
+	if _, err := hog.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	b2 := newRecordingBackend()
+	c2, err := New(tc.ctx, tc.daemon.Client(t), tc.stateDir, tc.ns, b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c2.CloseContext(context.Background()); err != nil {
+			t.Errorf("close second client: %v", err)
+		}
+	})
+	ctr2, err := c2.LoadContainer(tc.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task2, err := ctr2.Task(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task2.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	b2.waitEvent(t, id, types.EventExit, id)
+	assertOOMThenExit(t, b2, id, task.Pid())
+	tc.backend.waitEvent(t, id, types.EventExit, id)
+	assertOOMThenExit(t, tc.backend, id, task.Pid())
+	tc.deleteAll(t, ctr, task)
+}
+
+// TestOOMWhileContainerdDown has a container OOM-killed while containerd
+// is down, so that its TaskOOM is lost. containerd 1.6 keeps the stopped
+// task and its cgroup: after the restart the engine gets EventOOM, then
+// the exit 137, once each. containerd 2.4 deletes the task at its restart,
+// cgroup and exit status with it: the exit is delivered as of unknown
+// status and no EventOOM is invented.
+func TestOOMWhileContainerdDown(t *testing.T) {
+	t.Parallel()
+	d := testutil.NewDaemon(t)
+	tc := newTestClientOn(t, d)
+	id := testutil.ID(t)
+	// The trap starts the allocation when the test signals the shell; a
+	// container's init ignores signals it has no handler for, so the test
+	// waits for the trap to be set.
+	ctr := tc.newContainer(t, id, []string{"sh", "-c", "trap '" + allocForever + "' TERM; echo trapped; while :; do sleep 0.05; done"},
+		oci.WithMemoryLimit(oomLimit))
+	var out capture
+	task := tc.createAndStart(t, ctr, false, out.attach)
+	out.waitOutput(t, "trapped")
+	tc.backend.waitEvent(t, id, types.EventStart, id)
+
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(int(task.Pid()), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, task.Pid())
+	waitOOMKill(t, tc.ns, id)
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exit := tc.backend.waitEvent(t, id, types.EventExit, id)
+	switch d.Flavor {
+	case testutil.FlavorV2:
+		if exit.ExitCode != 255 || !errdefs.IsNotFound(exit.Error) {
+			t.Fatalf("exit %+v, want 255 with a NotFound error", exit)
+		}
+		if got := oomAndInitExits(tc.backend.of(id), id); len(got) != 1 {
+			t.Fatalf("EventOOMs and exits %q, want the exit alone", got)
+		}
+	default:
+		assertOOMThenExit(t, tc.backend, id, task.Pid())
+	}
+	tc.deleteAll(t, ctr, task)
+}
+
+// TestSIGKILLNoOOM kills a container with SIGKILL: its exit 137 is
+// checked and, with no OOM kill in its memory cgroup, gets no EventOOM.
+func TestSIGKILLNoOOM(t *testing.T) {
+	t.Parallel()
+	tc := newTestClient(t)
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+	if err := task.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tc.backend.waitEvent(t, id, types.EventExit, id)
+	if n := cgroupOOMKills(t, tc.ns, id); n != 0 {
+		t.Fatalf("the kernel recorded %d OOM kills", n)
+	}
+	if got, want := oomAndInitExits(tc.backend.of(id), id), []string{fmt.Sprintf("exit 137 pid %d", task.Pid())}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("EventOOMs and exits %q, want %q", got, want)
+	}
+}
