@@ -56,6 +56,13 @@
 //	reconcile found stopped                running -> exited with containerd's status
 //	                                       (a different pid stopped: status unknown, 255)
 //	reconcile found gone                   running -> exited, 255 with a NotFound Error
+//	exit 137 of the init process, to be    its memory cgroup is checked (task metrics,
+//	  delivered, no EventOOM delivered     bounded); if it recorded an OOM kill (the
+//	  for its incarnation (TaskExit,       TaskOOM was lost), EventOOM is delivered
+//	  reconcile found stopped)             just before the exit; unknown: no EventOOM
+//	TaskOOM                                delivered, as with moby; dropped when the
+//	                                       incarnation it was published in already
+//	                                       got a synthesized EventOOM
 //	container deleted                      every process of the container is gone
 //
 // Gone processes stay as tombstones for a while (bounded in number and

@@ -37,6 +37,9 @@ func (m *eventMonitor) checkOOM(ctx context.Context, ev *taskEvent) {
 		}
 		return
 	}
+	if killed {
+		m.logger.WithFields(log.Fields{"container": ev.info.ContainerID, "pid": ev.info.Pid}).Debug("exit 137: the memory cgroup recorded an OOM kill")
+	}
 	ev.oomKilled = killed
 }
 
