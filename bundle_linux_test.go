@@ -46,12 +46,7 @@ func TestSweepOrphans(t *testing.T) {
 		}
 		return p
 	}
-	file := func(p string) string {
-		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	file := func(p string) string { return writeFile(t, filepath.Dir(p), filepath.Base(p), "x") }
 	socket := func(p string) string {
 		l, err := net.Listen("unix", p)
 		if err != nil {

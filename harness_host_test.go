@@ -3,6 +3,7 @@ package libcontainerd
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,17 @@ import (
 	"syscall"
 	"testing"
 )
+
+// writeFile writes data to a new private file name in dir and returns its
+// path.
+func writeFile(t testing.TB, dir, name, data string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
 
 // dirEntries lists what is under dir, for leftover checks.
 func dirEntries(t testing.TB, dir string) []string {
@@ -38,11 +50,7 @@ func assertEmptyDir(t testing.TB, dir string) {
 func snapshotDir(t testing.TB, dir string) []string {
 	t.Helper()
 	var out []string
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
+	err := fs.WalkDir(os.DirFS(dir), ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

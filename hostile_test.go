@@ -341,10 +341,7 @@ func TestHostileStateDir(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t, testutil.Shared(t))
 	base := t.TempDir()
-	file := filepath.Join(base, "file")
-	if err := os.WriteFile(file, []byte("not a directory"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := writeFile(t, base, "file", "not a directory")
 	ro := filepath.Join(base, "ro")
 	if err := os.Mkdir(ro, 0o700); err != nil {
 		t.Fatal(err)
@@ -395,10 +392,7 @@ func TestHostileSymlinks(t *testing.T) {
 	t.Parallel()
 	tc := newTestClient(t)
 	outside := t.TempDir()
-	precious := filepath.Join(outside, "precious")
-	if err := os.WriteFile(precious, []byte("keep me"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	precious := writeFile(t, outside, "precious", "keep me")
 	outsideFIFO := filepath.Join(outside, "fifo")
 	if err := unix.Mkfifo(outsideFIFO, 0o600); err != nil {
 		t.Fatal(err)
@@ -523,11 +517,7 @@ func TestHostileSymlinks(t *testing.T) {
 			name  string
 			plant func(t *testing.T, p string)
 		}{
-			{"by a file", func(t *testing.T, p string) {
-				if err := os.WriteFile(p, []byte("engine data"), 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}},
+			{"by a file", func(t *testing.T, p string) { writeFile(t, filepath.Dir(p), filepath.Base(p), "engine data") }},
 			{"by a directory", func(t *testing.T, p string) {
 				if err := os.Mkdir(p, 0o700); err != nil {
 					t.Fatal(err)
