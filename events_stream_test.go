@@ -34,8 +34,12 @@ func TestExitsWhileContainerdDown(t *testing.T) {
 	for i := range n {
 		ids[i] = testutil.ID(t, fmt.Sprint(i))
 		// The trap makes the exit status 3 when the test signals the
-		// process while containerd is down.
-		_, tasks[i], _ = tc.run(t, ids[i], false, []string{"sh", "-c", `trap "exit 3" TERM; while true; do sleep 0.05; done`})
+		// process while containerd is down. The shell is its pid
+		// namespace's init, which a signal it has no handler for does
+		// not reach: the test signals only once the trap is set.
+		var out *engineIO
+		_, tasks[i], out = tc.run(t, ids[i], false, []string{"sh", "-c", `trap "exit 3" TERM; echo trapped; while true; do sleep 0.05; done`})
+		out.waitOutput(t, "trapped\n")
 		tc.backend.waitEvent(t, ids[i], types.EventStart, ids[i])
 	}
 
