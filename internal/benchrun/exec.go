@@ -234,6 +234,7 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	warm, n := e.n(10, 3), e.n(200, 20)
 	var before [allArms]map[string]int
 	var totals [allArms][]float64
+	var cpu [allArms]time.Duration
 	var perStep [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(execStepNames))
@@ -245,6 +246,7 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 		for _, a := range rot[i%len(rot)] {
 			var st execSteps
 			var err error
+			c0 := cpuTime()
 			switch a {
 			case armLib:
 				_, st, err = e.libExec(ctx, h)
@@ -259,6 +261,7 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 			if i < warm {
 				continue
 			}
+			cpu[a] += cpuTime() - c0
 			totals[a] = append(totals[a], ms(st.total()))
 			for j, d := range st {
 				perStep[a][j] = append(perStep[a][j], ms(d))
@@ -285,6 +288,7 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
 	e.addPaired("exec", &totals)
 	calls := e.addCalls("exec", before, n)
+	e.addCPU("exec", &cpu, n)
 	e.note("Exec: %d execs of `true` per arm (%s) in a sleeping container of each, taking turns in rotating order after %d warm-ups; the baseline pools both raw arms; "+
 		"library = Task.Exec, exit event, Process.Delete; raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete%s.", n, e.armNames(), warm, e.mobyNote())
 	e.note("%s", calls)

@@ -207,16 +207,19 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 	n := e.n(120, 10)
 	before := e.callSnapshots()
 	var totals [allArms][]float64
+	var cpu [allArms]time.Duration
 	var perStep [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(stepNames))
 	}
 	for i := range n {
 		for _, a := range rot[i%len(rot)] {
+			c0 := cpuTime()
 			st, err := e.lifecycle(ctx, a)
 			if err != nil {
 				return err
 			}
+			cpu[a] += cpuTime() - c0
 			totals[a] = append(totals[a], ms(st.total()))
 			for j, d := range st {
 				perStep[a][j] = append(perStep[a][j], ms(d))
@@ -242,6 +245,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
 	e.addPaired("lifecycle", &totals)
 	calls := e.addCalls("lifecycle", before, n)
+	e.addCPU("lifecycle", &cpu, n)
 	for j, name := range stepNames {
 		e.res.Steps = append(e.res.Steps, e.stepRow(name, &perStep, j))
 	}
@@ -267,6 +271,19 @@ func (e *env) addPaired(what string, totals *[allArms][]float64) {
 		e.add(Row{Metric: fmt.Sprintf("%s %s, median of per-round ratios (95 %% CI %.3f–%.3f)", what, p.name, lo, hi),
 			Lib: med, Base: math.NaN()})
 	}
+}
+
+// addCPU reports the benchmark process's mean CPU time per iteration of
+// the library's arm against moby's (or the raw client's) arm: what the
+// client side costs, work on other goroutines included (event loops, copy
+// loops), apart from the wait for containerd.
+func (e *env) addCPU(what string, cpu *[allArms]time.Duration, n int) {
+	per := func(a int) float64 { return ms(cpu[a]) / float64(n) }
+	base, baseName := (per(armRaw)+per(armRawAgain))/2, "raw client"
+	if e.moby != nil {
+		base, baseName = per(armMoby), "moby"
+	}
+	e.add(Row{Metric: "client CPU per " + what + ", mean", Unit: "ms", Lib: per(armLib), Base: base, BaseName: baseName})
 }
 
 // callSnapshots returns the request counts of the arms' namespaces so far.

@@ -3,6 +3,7 @@ package benchrun
 import (
 	"math"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -21,6 +22,15 @@ func percentile(xs []float64, p float64) float64 {
 func median(xs []float64) float64 { return percentile(xs, 50) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// cpuTime returns the CPU time, user and system, the process has used so
+// far: the client side's own work, which the machine's other load does not
+// inflate the way it does wall-clock time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // abba reports whether round i runs the library first: rounds go library,
 // baseline, baseline, library, library, ... so that each side runs first
