@@ -194,14 +194,6 @@ func retryDelete(ctx context.Context, p containerd.Process, opts ...containerd.P
 	return nil
 }
 
-// UpdateResources changes the task's resource limits.
-func (t *task) UpdateResources(ctx context.Context, resources *types.Resources) error {
-	if resources == nil {
-		return fmt.Errorf("update task %s: resources are nil: %w", t.c8dTask.ID(), errdefs.ErrInvalidArgument)
-	}
-	return t.errorf("update", t.c8dTask.Update(t.ctx(ctx), containerd.WithResources(resources)))
-}
-
 // Exec creates and starts exec processID in the task with FIFOs in the
 // container's bundle directory, handed to attachStdio.
 func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, withStdin bool, attachStdio types.StdioCallback) (_ types.Process, retErr error) {

@@ -1,7 +1,11 @@
 package libcontainerd
 
 import (
+	"context"
+	"fmt"
+
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
 
 	// The metrics types of both cgroup versions are registered with typeurl
 	// by importing them, so Task.Stats decodes them without the importer's
@@ -17,4 +21,12 @@ import (
 // details to report.
 func summaryOf(containerd.ProcessInfo) (types.Summary, error) {
 	return types.Summary{}, nil
+}
+
+// UpdateResources changes the task's resource limits.
+func (t *task) UpdateResources(ctx context.Context, resources *types.Resources) error {
+	if resources == nil {
+		return fmt.Errorf("update task %s: resources are nil: %w", t.c8dTask.ID(), errdefs.ErrInvalidArgument)
+	}
+	return t.errorf("update", t.c8dTask.Update(t.ctx(ctx), containerd.WithResources(resources)))
 }
