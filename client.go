@@ -161,6 +161,7 @@ func (c *Client) NewContainer(ctx context.Context, id string, spec *specs.Spec, 
 		}
 		return nil, fmt.Errorf("create container %s: %w", id, wrapError(err))
 	}
+	c.events.oomCounters.note(id, shim, spec, runtimeOptions)
 	created := &container{client: c, c8dCtr: ctr}
 	if ro, ok := runtimeOptions.(*runcoptions.Options); ok {
 		created.runcOptions = ro

@@ -210,6 +210,7 @@ func (c *container) delete(ctx context.Context) error {
 		return fmt.Errorf("delete container %s: %w", id, wrapError(err))
 	}
 	c.client.events.store.containerDeleted(id)
+	c.client.events.oomCounters.forget(id)
 	bundle := md.Labels[DockerContainerBundlePath]
 	if bundle == "" || os.Getenv(envNoClean) == "1" {
 		return nil

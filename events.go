@@ -32,10 +32,11 @@ type eventMonitor struct {
 	conn      *containerd.Client
 	closeConn func()
 
-	counters eventCounters
-	store    *processStore
-	delivery *delivery
-	deletes  *deferredDeletes
+	counters    eventCounters
+	store       *processStore
+	delivery    *delivery
+	deletes     *deferredDeletes
+	oomCounters *oomCounters
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the stream loop and the deferred-delete worker
@@ -53,6 +54,7 @@ func newEventMonitor(cli *containerd.Client, ns string, b types.Backend, logger 
 	m.delivery = newDelivery(b, logger, opts, &m.counters)
 	m.store = newProcessStore(opts.tombstoneTTL, opts.tombstoneMax, &m.counters, m.delivery.enqueue)
 	m.deletes = newDeferredDeletes(logger, &m.counters)
+	m.oomCounters = newOOMCounters(opts.tombstoneMax)
 	m.conn, m.closeConn = newEventClient(cli, ns)
 	return m
 }

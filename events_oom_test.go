@@ -4,9 +4,6 @@ import (
 	"testing"
 	"time"
 
-	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
-	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
-
 	"github.com/ctrkit/libcontainerd/types"
 )
 
@@ -233,27 +230,4 @@ func eventTypesOf(evs []taskEvent) []types.EventType {
 		out = append(out, e.typ)
 	}
 	return out
-}
-
-func TestOOMKillRecorded(t *testing.T) {
-	for _, tc := range []struct {
-		name         string
-		metrics      any
-		killed, isOK bool
-	}{
-		{"cgroup v1 killed", &cgroup1stats.Metrics{MemoryOomControl: &cgroup1stats.MemoryOomControl{OomKill: 2}}, true, true},
-		{"cgroup v1 under OOM, nobody killed", &cgroup1stats.Metrics{MemoryOomControl: &cgroup1stats.MemoryOomControl{UnderOom: 1}}, false, true},
-		{"cgroup v1 without memory stats", &cgroup1stats.Metrics{}, false, true},
-		{"cgroup v2 killed", &cgroup2stats.Metrics{MemoryEvents: &cgroup2stats.MemoryEvents{OomKill: 1}}, true, true},
-		{"cgroup v2 OOM without a kill", &cgroup2stats.Metrics{MemoryEvents: &cgroup2stats.MemoryEvents{Oom: 1}}, false, true},
-		{"other metrics", &struct{}{}, false, false},
-		{"nil", nil, false, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			killed, ok := oomKillRecorded(tc.metrics)
-			if killed != tc.killed || ok != tc.isOK {
-				t.Fatalf("oomKillRecorded = %v, %v; want %v, %v", killed, ok, tc.killed, tc.isOK)
-			}
-		})
-	}
 }

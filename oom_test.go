@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -27,16 +29,55 @@ const oomLimit = 16 << 20
 // has the kernel kill the shell.
 const allocForever = "x=a; while :; do x=$x$x; done"
 
-// cgroupOOMKills returns the OOM kills that the memory cgroup of container
-// id of namespace ns recorded (cgroup v1 memory.oom_control, v2
-// memory.events), read from the cgroup itself: the tests' oracle, apart
-// from what the client reads through containerd. The harness's specs put
-// containers in cgroup /<ns>/<id>.
-func cgroupOOMKills(t testing.TB, ns, id string) uint64 {
+// memoryCgroup returns the directory of a memory cgroup, named by its
+// path from the hierarchy's root: the tests' oracle, read apart from what
+// the client reads.
+func memoryCgroup(cgroupPath string) string {
+	if _, err := os.Stat("/sys/fs/cgroup/memory"); err == nil {
+		return filepath.Join("/sys/fs/cgroup/memory", cgroupPath)
+	}
+	return filepath.Join("/sys/fs/cgroup", cgroupPath)
+}
+
+// namespacedCgroup is the memory cgroup of container id of namespace ns
+// with the harness's specs, which put it at /<ns>/<id>.
+func namespacedCgroup(ns, id string) string {
+	return memoryCgroup("/" + ns + "/" + id)
+}
+
+// memoryCgroupOf returns the memory cgroup of live process pid.
+func memoryCgroupOf(t testing.TB, pid uint32) string {
 	t.Helper()
-	file := filepath.Join("/sys/fs/cgroup/memory", ns, id, "memory.oom_control")
-	if _, err := os.Stat("/sys/fs/cgroup/memory"); errors.Is(err, os.ErrNotExist) {
-		file = filepath.Join("/sys/fs/cgroup", ns, id, "memory.events")
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unified := ""
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if slices.Contains(strings.Split(parts[1], ","), "memory") {
+			return memoryCgroup(parts[2])
+		}
+		if parts[0] == "0" && parts[1] == "" {
+			unified = parts[2]
+		}
+	}
+	if unified == "" {
+		t.Fatalf("pid %d has no memory cgroup:\n%s", pid, b)
+	}
+	return memoryCgroup(unified)
+}
+
+// cgroupOOMKills returns the OOM kills that memory cgroup dir recorded
+// (cgroup v1 memory.oom_control, v2 memory.events).
+func cgroupOOMKills(t testing.TB, dir string) uint64 {
+	t.Helper()
+	file := filepath.Join(dir, "memory.oom_control")
+	if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+		file = filepath.Join(dir, "memory.events")
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -56,14 +97,13 @@ func cgroupOOMKills(t testing.TB, ns, id string) uint64 {
 	return 0
 }
 
-// waitOOMKill waits until the memory cgroup of container id of namespace
-// ns has recorded an OOM kill: the kernel counts it after it has sent the
-// SIGKILL, from the task whose allocation failed, which need not be the
-// one it killed.
-func waitOOMKill(t testing.TB, ns, id string) {
+// waitOOMKill waits until memory cgroup dir has recorded an OOM kill: the
+// kernel counts it after it has sent the SIGKILL, from the task whose
+// allocation failed, which need not be the one it killed.
+func waitOOMKill(t testing.TB, dir string) {
 	t.Helper()
 	eventually(t, "an OOM kill in the container's memory cgroup", func() (bool, string) {
-		n := cgroupOOMKills(t, ns, id)
+		n := cgroupOOMKills(t, dir)
 		return n > 0, fmt.Sprintf("oom_kill %d", n)
 	})
 }
@@ -128,7 +168,7 @@ func TestOOMKill(t *testing.T) {
 	ctr := tc.newContainer(t, id, []string{"sh", "-c", allocForever}, oci.WithMemoryLimit(oomLimit))
 	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
 	tc.backend.waitEvent(t, id, types.EventExit, id)
-	waitOOMKill(t, tc.ns, id)
+	waitOOMKill(t, namespacedCgroup(tc.ns, id))
 	assertOOMThenExit(t, tc.backend, id, task.Pid())
 	if _, err := task.Delete(tc.ctx); err != nil {
 		t.Fatal(err)
@@ -151,13 +191,32 @@ func TestOOMKill(t *testing.T) {
 // restarted after an exec of its container was OOM-killed. When the
 // container's init then exits with 137, the new client finds the OOM kill
 // in the memory cgroup and delivers EventOOM before the exit; the client
-// that saw the TaskOOM delivers it once and does not double it.
+// that saw the TaskOOM delivers it once and does not double it. The new
+// client reads the cgroup's counter where containerd's record of the
+// container names the cgroup, else containerd's task metrics.
 func TestOOMFoundAtExit(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		cgroup func(ns, id string) oci.SpecOpts
+	}{
+		{"cgroup named in the spec", func(string, string) oci.SpecOpts { return oci.WithMemoryLimit(oomLimit) }},
+		// runc puts a relative path under its own (the shim's) cgroup.
+		{"cgroup relative to the shim's", func(ns, id string) oci.SpecOpts { return oci.WithCgroup(ns + "_" + id) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testOOMFoundAtExit(t, tc.cgroup)
+		})
+	}
+}
+
+func testOOMFoundAtExit(t *testing.T, cgroup func(ns, id string) oci.SpecOpts) {
 	tc := newTestClient(t)
 	id := testutil.ID(t)
-	ctr := tc.newContainer(t, id, []string{"sleep", "3600"}, oci.WithMemoryLimit(oomLimit))
+	ctr := tc.newContainer(t, id, []string{"sleep", "3600"}, oci.WithMemoryLimit(oomLimit), cgroup(tc.ns, id))
 	task := tc.createAndStart(t, ctr, false, (&capture{}).attach)
+	memcg := memoryCgroupOf(t, task.Pid())
 	hog, err := task.Exec(tc.ctx, "hog", tc.processSpec(t, id, "sh", "-c", allocForever), false, (&capture{}).attach)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +224,7 @@ func TestOOMFoundAtExit(t *testing.T) {
 	if ex := tc.backend.waitEvent(t, id, types.EventExit, "hog"); ex.ExitCode != oomExitStatus {
 		t.Fatalf("exec exit %+v, want 137", ex)
 	}
-	waitOOMKill(t, tc.ns, id)
+	waitOOMKill(t, memcg)
 	// Once the first client has the TaskOOM, containerd has published it:
 	// a client that subscribes now cannot receive it.
 	tc.backend.waitEvent(t, id, types.EventOOM, "")
@@ -221,6 +280,7 @@ func TestOOMWhileContainerdDown(t *testing.T) {
 	task := tc.createAndStart(t, ctr, false, out.attach)
 	out.waitOutput(t, "trapped")
 	tc.backend.waitEvent(t, id, types.EventStart, id)
+	memcg := memoryCgroupOf(t, task.Pid())
 
 	if err := d.Kill(); err != nil {
 		t.Fatal(err)
@@ -229,7 +289,7 @@ func TestOOMWhileContainerdDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, task.Pid())
-	waitOOMKill(t, tc.ns, id)
+	waitOOMKill(t, memcg)
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -255,11 +315,12 @@ func TestSIGKILLNoOOM(t *testing.T) {
 	tc := newTestClient(t)
 	id := testutil.ID(t)
 	_, task := tc.runSleeper(t, id)
+	memcg := memoryCgroupOf(t, task.Pid())
 	if err := task.Kill(tc.ctx, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	tc.backend.waitEvent(t, id, types.EventExit, id)
-	if n := cgroupOOMKills(t, tc.ns, id); n != 0 {
+	if n := cgroupOOMKills(t, memcg); n != 0 {
 		t.Fatalf("the kernel recorded %d OOM kills", n)
 	}
 	if got, want := oomAndInitExits(tc.backend.of(id), id), []string{fmt.Sprintf("exit 137 pid %d", task.Pid())}; fmt.Sprint(got) != fmt.Sprint(want) {
