@@ -136,6 +136,22 @@ func (e *env) teardown() {
 		}
 	}
 	unmountUnder(e.dir)
+	e.keepLogs()
+}
+
+// keepLogs copies the daemons' logs out of the run's directory, which
+// cleanup removes, to <build dir>/logs/<containerd>/<scenario>-<build>.
+func (e *env) keepLogs() {
+	dst := filepath.Join(run.buildDir, "logs", e.flavor.name, filepath.Base(e.dir))
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		e.t.Log(err)
+		return
+	}
+	for _, src := range []string{filepath.Join(e.dir, "dockerd.log"), filepath.Join(e.dir, "containerd", "containerd.log")} {
+		if b, err := os.ReadFile(src); err == nil {
+			_ = os.WriteFile(filepath.Join(dst, filepath.Base(src)), b, 0o644)
+		}
+	}
 }
 
 // waitScript is a container command that waits until the driver creates
@@ -458,7 +474,7 @@ func scenarioContainerdCrash(t *testing.T, e *env, r *result) {
 	r.same("docker rm -f of all", "exit %d, %d left", rmCode, len(strings.Fields(left)))
 	stopErr := d.stop()
 	r.require("dockerd shutdown", stopErr == nil, "clean exit", "%s", errText(stopErr))
-	checkShims(r, ctrd, shims(e.dir))
+	checkShims(t, r, ctrd, shims(e.dir))
 }
 
 // scenarioChurn: short-lived containers are started one after another
@@ -537,7 +553,7 @@ func scenarioChurn(t *testing.T, e *env, r *result) {
 	r.same("containers left after docker rm -f", "%d", len(strings.Fields(left)))
 	stopErr := d.stop()
 	r.require("dockerd shutdown", stopErr == nil, "clean exit", "%s", errText(stopErr))
-	checkShims(r, ctrd, shims(e.dir))
+	checkShims(t, r, ctrd, shims(e.dir))
 }
 
 // checkShims judges the shims left after everything was removed and
@@ -546,7 +562,7 @@ func scenarioChurn(t *testing.T, e *env, r *result) {
 // shim containerd has no task for was lost by containerd itself, killed
 // while it was creating the task; no client can reach it through the API,
 // so it is recorded, not required.
-func checkShims(r *result, c *containerd, pids []int) {
+func checkShims(t *testing.T, r *result, c *containerd, pids []int) {
 	tasks, _ := exec.Command("ctr", "--address", c.sock, "-n", "moby", "tasks", "ls").CombinedOutput()
 	var reachable, lost []string
 	for _, pid := range pids {
@@ -561,6 +577,7 @@ func checkShims(r *result, c *containerd, pids []int) {
 		if len(short) > 12 {
 			short = short[:12]
 		}
+		t.Logf("shim %d left: container %s, task %q", pid, id, status)
 		if status != "" {
 			reachable = append(reachable, short+": task "+status)
 		} else {

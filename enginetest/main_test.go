@@ -84,6 +84,7 @@ func mainErr(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "enginetest: the docker CLI is needed:", err)
 		return 1
 	}
+	_ = os.RemoveAll(filepath.Join(run.buildDir, "logs"))
 	run.root, err = os.MkdirTemp("/tmp", "lcd-engine-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
