@@ -39,8 +39,9 @@
 //
 //	input                                  effect on the process
 //	-------------------------------------  ---------------------------------------------
-//	create: TaskCreate, ExecAdded,         a pid of the live incarnation: that one;
-//	  NewTask, Exec                        else a new incarnation, created (pid reused too)
+//	create: TaskCreate, ExecAdded,         a pid of the live incarnation, or of one that
+//	  NewTask, Exec                        exited after the create's time: that one; else
+//	                                       a new incarnation, created (pid reused too)
 //	start: TaskStart, ExecStarted,         created -> running, delivered; after its exit
 //	  Task.Start, Exec                     a start is dropped (exit is terminal)
 //	Task, AttachTask (loaded)              running (an exit is owed), unless a later

@@ -48,6 +48,8 @@ type incarnation struct {
 	// time, or the local time before the API call); zero if unknown. An
 	// exit that happened before it belongs to an earlier incarnation.
 	createdAt time.Time
+	// exitedAt is when it exited, once it has and containerd said when.
+	exitedAt time.Time
 	// loaded marks an incarnation the API found (Task, AttachTask) rather
 	// than saw being created or started.
 	loaded bool
@@ -346,6 +348,14 @@ func (r *procRecord) live() bool {
 // the stream both report each create: a pid that names the live
 // incarnation is that incarnation; anything else starts a new one.
 func (r *procRecord) create(pid uint32, at time.Time) {
+	if r.cur.phase == phaseExited && pid != 0 && pid == r.cur.pid &&
+		!at.IsZero() && !r.cur.exitedAt.IsZero() && !r.cur.exitedAt.Before(at) {
+		// The create of the incarnation that has exited since: the API
+		// reports an Exec once it has returned, by when `true` may have
+		// exited and its exit been delivered. A new process with that pid
+		// is created only after the earlier one's exit.
+		return
+	}
 	r.gone = false
 	if r.live() && (pid == 0 || pid == r.cur.pid || r.cur.pid == 0) {
 		if r.cur.pid == 0 {
@@ -415,10 +425,10 @@ func (r *procRecord) exitOf(pid uint32, exitedAt time.Time) exitKind {
 func (r *procRecord) exit(pid uint32, exitedAt time.Time) bool {
 	switch r.exitOf(pid, exitedAt) {
 	case exitCurrent:
-		r.cur.pid, r.cur.phase = pid, phaseExited
+		r.cur.pid, r.cur.phase, r.cur.exitedAt = pid, phaseExited, exitedAt
 		return true
 	case exitFirst:
-		r.cur = incarnation{pid: pid, phase: phaseExited}
+		r.cur = incarnation{pid: pid, phase: phaseExited, exitedAt: exitedAt}
 		return true
 	case exitStray:
 		// The exit of a process this client never saw beside the one it

@@ -100,6 +100,14 @@ func TestProcessStore(t *testing.T) {
 			step(ev(started, "e", 11), started),
 			step(exitAt("e", 11, t0.Add(3*time.Second)), exit),
 		}},
+		{"an exec reported by the API after its exit was delivered stays exited", []storeStep{
+			step(createAt(added, "e", 0, t0.Add(time.Millisecond)), added),
+			step(ev(started, "e", 11), started),
+			step(exitAt("e", 11, t0.Add(2*time.Millisecond)), exit),
+			{do: "observeCreate", ev: createAt("", "e", 11, t0)},
+			api("observeStart", "e", 11),
+			step(exitAt("e", 11, t0.Add(2*time.Millisecond))),
+		}},
 		{"same exec id in two containers", []storeStep{
 			step(ev(exit, "e", 11), exit),
 			step(taskEvent{typ: exit, info: types.EventInfo{ContainerID: "other", ProcessID: "e", Pid: 11}}, exit),
