@@ -45,7 +45,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/ctrkit/libcontainerd"
-	"github.com/ctrkit/libcontainerd/internal/leftover"
+	"github.com/ctrkit/libcontainerd/containerdtest"
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
 )
@@ -136,7 +136,7 @@ func run(ctx context.Context, con *console, flavor string) (retErr error) {
 			}
 			con.ok("containerd stopped, its directory %s removed", d.Dir)
 		}
-		if err := leftover.RemoveNamespace(ns); err != nil {
+		if err := containerdtest.RemoveNamespace(ns); err != nil {
 			retErr = errors.Join(retErr, err)
 		}
 		for _, dir := range []string{rootfs, stateDir} {
@@ -474,7 +474,7 @@ func mib(b uint64) string {
 func checkClean(d *testutil.Daemon, ns string, dirs ...string) error {
 	var left []string
 	if d != nil {
-		for _, pid := range leftover.Shims(d.Address) {
+		for _, pid := range containerdtest.Shims(d.Address) {
 			left = append(left, fmt.Sprintf("shim process %d", pid))
 		}
 		dirs = append(dirs, d.Dir)
@@ -487,7 +487,7 @@ func checkClean(d *testutil.Daemon, ns string, dirs ...string) error {
 			left = append(left, dir)
 		}
 	}
-	left = append(left, leftover.Paths(ns)...)
+	left = append(left, containerdtest.Leftovers(ns)...)
 	if len(left) > 0 {
 		return fmt.Errorf("left behind: %s", strings.Join(left, ", "))
 	}
