@@ -811,12 +811,17 @@ func scenarioCheckpoint(t *testing.T, e *env, r *result) {
 	atCheckpoint := lastCount()
 	out, code, _ = d.docker("checkpoint", "ls", name)
 	r.same("checkpoint ls", "exit %d: %s", code, strings.Join(strings.Fields(out), " "))
+	// Required rather than compared: on containerd 1.6 stock's restore
+	// fails (moby's copy does not tolerate the checkpoint blob already being
+	// in the content store, which the module's upload does).
 	out, code, _ = d.docker("start", "--checkpoint", "cp1", name)
-	r.same("start --checkpoint", "exit %d: %s, then %s", code, out, strings.Fields(d.state(name))[0])
+	st := strings.Fields(d.state(name))[0]
+	r.require("start --checkpoint", code == 0 && st == "running", "exit 0, then running", "exit %d: %s, then %s", code, out, st)
 	err = poll(30*time.Second, func() (bool, error) { return lastCount() > atCheckpoint+2, nil })
 	logs, _, _ := d.docker("logs", name)
 	restarts := strings.Count("\n"+logs+"\n", "\n1\n")
-	r.same("counter after restore", "continues=%t, started from 1 again=%t", err == nil, restarts > 1)
+	r.require("counter after restore", err == nil && restarts == 1, "continues, not from 1 again",
+		"continues=%t, started from 1 again=%t", err == nil, restarts > 1)
 	_, code, _ = d.docker("rm", "-f", name)
 	r.same("rm -f", "exit %d", code)
 }

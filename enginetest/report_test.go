@@ -223,6 +223,11 @@ func writeReport(t *testing.T) {
 	}
 	t.Logf("report written to %s", path)
 	if doc := os.Getenv("ENGINE_DOC"); doc != "" {
+		if !filepath.IsAbs(doc) {
+			// Relative to the repository, where make runs; go test runs
+			// in the package directory.
+			doc = filepath.Join("..", doc)
+		}
 		if err := replaceBetweenMarkers(doc, b.String()); err != nil {
 			t.Error(err)
 			return
