@@ -95,6 +95,13 @@ func TestContainerdDown(t *testing.T) {
 func TestKilledMidCall(t *testing.T) {
 	tc, _ := newDaemonTest(t)
 	d := tc.daemon
+	// One lifecycle first: its exit comes through the event stream, which
+	// New does not wait for, so the stream's connection is in the baseline
+	// and its marker publisher gone.
+	warmup := testutil.ID(t, "warmup")
+	ctr, task, out := tc.run(t, warmup, false, []string{"true"})
+	tc.finish(t, warmup, ctr, task)
+	out.wait(t)
 	goroutines := runtime.NumGoroutine()
 	startTask := func(ctr types.Container, args ...string) (types.Task, error) {
 		task, err := ctr.NewTask(tc.ctx, "", true, (&capture{}).attach)
