@@ -344,16 +344,16 @@ func (r *procRecord) live() bool {
 	return r.cur.phase == phaseCreated || r.cur.phase == phaseRunning
 }
 
-// create records a create of pid (0: not known yet, an exec). The API and
-// the stream both report each create: a pid that names the live
-// incarnation is that incarnation; anything else starts a new one.
+// create records a create of pid (0: not known yet, an exec) at or after
+// at. The API and the stream both report each create: a pid that names
+// the live incarnation, or the current one that exited after at, is that
+// incarnation; anything else starts a new one.
 func (r *procRecord) create(pid uint32, at time.Time) {
 	if r.cur.phase == phaseExited && pid != 0 && pid == r.cur.pid &&
 		!at.IsZero() && !r.cur.exitedAt.IsZero() && !r.cur.exitedAt.Before(at) {
-		// The create of the incarnation that has exited since: the API
-		// reports an Exec once it has returned, by when `true` may have
-		// exited and its exit been delivered. A new process with that pid
-		// is created only after the earlier one's exit.
+		// The API reports an Exec once it has returned, by when the
+		// process may have exited and its exit been delivered. A new
+		// process gets that pid only after the earlier one's exit.
 		return
 	}
 	r.gone = false
