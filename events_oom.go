@@ -47,7 +47,7 @@ func (m *eventMonitor) checkOOM(ctx context.Context, ev *taskEvent) {
 	}
 	logger := m.logger.WithFields(log.Fields{"container": id, "pid": ev.info.Pid})
 	switch {
-	case errdefs.IsNotFound(err):
+	case errdefs.IsNotFound(err), errdefs.IsCanceled(err):
 		logger.WithError(err).Debug("exit 137: no memory cgroup to check for an OOM kill")
 	case err != nil:
 		logger.WithError(err).Warn("exit 137: cannot check the memory cgroup for an OOM kill")
