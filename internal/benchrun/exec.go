@@ -288,9 +288,10 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
 	e.addPaired("exec", &totals)
 	calls := e.addCalls("exec", before, n)
-	e.addCPU("exec", &cpu, n)
+	cpuLine := e.addCPU("exec", &cpu, n)
 	e.note("Exec: %d execs of `true` per arm (%s) in a sleeping container of each, taking turns in rotating order after %d warm-ups; the baseline pools both raw arms; "+
 		"library = Task.Exec, exit event, Process.Delete; raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete%s.", n, e.armNames(), warm, e.mobyNote())
 	e.note("%s", calls)
+	e.note("%s", cpuLine)
 	return nil
 }

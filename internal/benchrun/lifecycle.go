@@ -245,7 +245,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
 	e.addPaired("lifecycle", &totals)
 	calls := e.addCalls("lifecycle", before, n)
-	e.addCPU("lifecycle", &cpu, n)
+	cpuLine := e.addCPU("lifecycle", &cpu, n)
 	for j, name := range stepNames {
 		e.res.Steps = append(e.res.Steps, e.stepRow(name, &perStep, j))
 	}
@@ -253,6 +253,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 		"after %d warm-ups each; the baseline pools both raw arms; library = NewContainer, NewTask (FIFOs copied into a sink), Start, exit event at the Backend, Task.Delete, Container.Delete; "+
 		"raw = NewContainer, NewTask with cio FIFOs, Wait, Start, exit from Wait, Delete, Delete%s.", n, e.armNames(), warm, e.mobyNote())
 	e.note("%s", calls)
+	e.note("%s", cpuLine)
 	return nil
 }
 
@@ -276,14 +277,19 @@ func (e *env) addPaired(what string, totals *[allArms][]float64) {
 // addCPU reports the benchmark process's mean CPU time per iteration of
 // the library's arm against moby's (or the raw client's) arm: what the
 // client side costs, work on other goroutines included (event loops, copy
-// loops), apart from the wait for containerd.
-func (e *env) addCPU(what string, cpu *[allArms]time.Duration, n int) {
+// loops), apart from the wait for containerd. It returns every arm's, the
+// two raw arms' distance being the noise, for a note.
+func (e *env) addCPU(what string, cpu *[allArms]time.Duration, n int) string {
 	per := func(a int) float64 { return ms(cpu[a]) / float64(n) }
 	base, baseName := (per(armRaw)+per(armRawAgain))/2, "raw client"
+	line := fmt.Sprintf("Client CPU per %s (user and system time of the benchmark process while the arm ran, mean): library %.3f ms, raw %.3f ms, raw again %.3f ms",
+		what, per(armLib), per(armRaw), per(armRawAgain))
 	if e.moby != nil {
 		base, baseName = per(armMoby), "moby"
+		line += fmt.Sprintf(", moby %.3f ms", per(armMoby))
 	}
 	e.add(Row{Metric: "client CPU per " + what + ", mean", Unit: "ms", Lib: per(armLib), Base: base, BaseName: baseName})
+	return line + "."
 }
 
 // callSnapshots returns the request counts of the arms' namespaces so far.
