@@ -3,6 +3,7 @@ package libcontainerd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -189,14 +190,50 @@ func (c *container) Delete(ctx context.Context) error {
 	err := c.delete(ctx)
 	if err != nil {
 		target := deleteTarget{container: true, containerID: c.c8dCtr.ID()}
-		c.client.events.deletes.deferIfUnavailable(target, err, func(ctx context.Context) error {
-			if err := c.delete(ctx); !errdefs.IsNotFound(err) {
-				return err
-			}
-			return nil
-		})
+		c.client.events.deletes.deferIfUnavailable(target, err, c.completeDelete)
 	}
 	return err
+}
+
+// completeDelete completes a container delete that containerd could not
+// serve. A task that containerd created while the engine's NewTask failed
+// (containerd killed mid-call) blocks it: the engine never got that task,
+// so it cannot delete it, and its shim would stay. Such a task, never
+// started and never handed out, is deleted first; any other task is the
+// engine's, and the delete is given up.
+func (c *container) completeDelete(ctx context.Context) error {
+	err := c.delete(ctx)
+	if errdefs.IsFailedPrecondition(err) {
+		if terr := c.deleteUnclaimedTask(ctx); terr != nil {
+			return errors.Join(err, terr)
+		}
+		err = c.delete(ctx)
+	}
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func (c *container) deleteUnclaimedTask(ctx context.Context) error {
+	ctx = c.client.withNamespace(ctx)
+	id := c.c8dCtr.ID()
+	t, err := c.c8dCtr.Task(ctx, nil)
+	if err != nil {
+		return wrapError(err)
+	}
+	st, err := t.Status(ctx)
+	if err != nil {
+		return wrapError(err)
+	}
+	if st.Status != containerd.Created || c.client.events.store.claimed(id, id, t.Pid()) {
+		return fmt.Errorf("task of container %s is %s and was handed out: %w", id, st.Status, errdefs.ErrFailedPrecondition)
+	}
+	if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(wrapError(err)) {
+		return wrapError(err)
+	}
+	c.client.logger.WithField("container", id).Info("deleted a task containerd created while the engine's NewTask failed")
+	return nil
 }
 
 func (c *container) delete(ctx context.Context) error {

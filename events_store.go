@@ -53,6 +53,8 @@ type incarnation struct {
 	// loaded marks an incarnation the API found (Task, AttachTask) rather
 	// than saw being created or started.
 	loaded bool
+	// claimed marks an incarnation the API handed out to the engine.
+	claimed bool
 	// oomSynthesized marks an init incarnation whose exit was preceded by
 	// an EventOOM of the client's making (see oomOwed): a TaskOOM of it
 	// that arrives later is not delivered.
@@ -195,7 +197,9 @@ func (s *processStore) oomCheckDue(ev taskEvent) bool {
 func (s *processStore) observeCreate(containerID, processID string, pid uint32, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.get(procKey{containerID, processID}).create(pid, at)
+	r := s.get(procKey{containerID, processID})
+	r.create(pid, at)
+	r.claim(pid)
 }
 
 // observeStart records a process the API started (Task.Start, Exec), or
@@ -203,7 +207,9 @@ func (s *processStore) observeCreate(containerID, processID string, pid uint32, 
 func (s *processStore) observeStart(containerID, processID string, pid uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.get(procKey{containerID, processID}).start(pid)
+	r := s.get(procKey{containerID, processID})
+	r.start(pid)
+	r.claim(pid)
 }
 
 // observeLoaded records a task the API loaded (Task, AttachTask). Whether
@@ -214,6 +220,7 @@ func (s *processStore) observeLoaded(containerID string, pid uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.get(procKey{containerID, containerID})
+	defer r.claim(pid)
 	if pid == 0 || (r.cur.pid == pid && r.cur.phase != phaseNone && !r.gone) {
 		return
 	}
@@ -233,12 +240,14 @@ func (s *processStore) observeCreatedStatus(containerID string, pid uint32) {
 	}
 }
 
-// known reports whether pid is the live incarnation of the process.
-func (s *processStore) known(containerID, processID string, pid uint32) bool {
+// claimed reports whether incarnation pid of the process was handed out
+// through the API (NewTask, Task, AttachTask, Exec), rather than only seen
+// in the event stream.
+func (s *processStore) claimed(containerID, processID string, pid uint32) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.procs[procKey{containerID, processID}]
-	return r != nil && pid != 0 && r.cur.pid == pid && !r.gone
+	return r != nil && pid != 0 && r.cur.pid == pid && r.cur.claimed
 }
 
 // deleteStarted is called before a delete through the API: the container's
@@ -510,6 +519,13 @@ func (r *procRecord) consume(pid uint32) {
 		return
 	}
 	r.remember(pid)
+}
+
+// claim records that the API handed out incarnation pid.
+func (r *procRecord) claim(pid uint32) {
+	if pid != 0 && pid == r.cur.pid {
+		r.cur.claimed = true
+	}
 }
 
 // retire moves the current incarnation into the history when its exit is
