@@ -77,7 +77,7 @@ func newDirectIO(ctx context.Context, fifos *cio.FIFOSet) (_ *cio.DirectIO, retE
 	// A stream that is not there must reach cio as a nil interface, not
 	// as a nil *pipeConn.
 	var (
-		in       io.WriteCloser
+		in        io.WriteCloser
 		out, errs io.ReadCloser
 	)
 	if stdin != nil {
