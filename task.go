@@ -106,13 +106,13 @@ func (t *task) Summary(ctx context.Context) ([]types.Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	summaries := make([]types.Summary, 0, len(pids))
-	for _, p := range pids {
-		s, err := summaryOf(p)
-		if err != nil {
+	// Filled in place: on Windows a Summary is a protobuf message, which
+	// must not be copied.
+	summaries := make([]types.Summary, len(pids))
+	for i, p := range pids {
+		if err := fillSummary(&summaries[i], p); err != nil {
 			return nil, fmt.Errorf("summary of task %s: %w", t.c8dTask.ID(), err)
 		}
-		summaries = append(summaries, s)
 	}
 	return summaries, nil
 }

@@ -17,10 +17,10 @@ import (
 	"github.com/ctrkit/libcontainerd/types"
 )
 
-// summaryOf returns the summary of one process; on Linux there are no
+// fillSummary fills the summary of one process; on Linux there are no
 // details to report.
-func summaryOf(containerd.ProcessInfo) (types.Summary, error) {
-	return types.Summary{}, nil
+func fillSummary(*types.Summary, containerd.ProcessInfo) error {
+	return nil
 }
 
 // UpdateResources changes the task's resource limits.

@@ -12,10 +12,10 @@ import (
 	"github.com/ctrkit/libcontainerd/types"
 )
 
-// summaryOf returns the summary of one process; this platform has no
+// fillSummary fills the summary of one process; this platform has no
 // details to report.
-func summaryOf(containerd.ProcessInfo) (types.Summary, error) {
-	return types.Summary{}, nil
+func fillSummary(*types.Summary, containerd.ProcessInfo) error {
+	return nil
 }
 
 // UpdateResources is not available: the OCI runtime spec defines no

@@ -12,21 +12,31 @@ import (
 	"github.com/ctrkit/libcontainerd/types"
 )
 
-// summaryOf returns the summary of one process from the details the runhcs
-// shim reports.
-func summaryOf(p containerd.ProcessInfo) (types.Summary, error) {
+// fillSummary fills the summary of one process from the details the
+// runhcs shim reports.
+func fillSummary(s *types.Summary, p containerd.ProcessInfo) error {
+	s.ProcessID = p.Pid
 	if p.Info == nil {
-		return types.Summary{ProcessID: p.Pid}, nil
+		return nil
 	}
 	v, err := typeurl.UnmarshalAny(p.Info)
 	if err != nil {
-		return types.Summary{}, fmt.Errorf("decode process details of pid %d: %w", p.Pid, err)
+		return fmt.Errorf("decode process details of pid %d: %w", p.Pid, err)
 	}
 	pd, ok := v.(*options.ProcessDetails)
 	if !ok {
-		return types.Summary{}, fmt.Errorf("process details of pid %d have type %T: %w", p.Pid, v, errdefs.ErrNotImplemented)
+		return fmt.Errorf("process details of pid %d have type %T: %w", p.Pid, v, errdefs.ErrNotImplemented)
 	}
-	return types.Summary(*pd), nil
+	s.ImageName = pd.ImageName
+	s.CreatedAt = pd.CreatedAt
+	s.KernelTime_100Ns = pd.KernelTime_100Ns
+	s.MemoryCommitBytes = pd.MemoryCommitBytes
+	s.MemoryWorkingSetPrivateBytes = pd.MemoryWorkingSetPrivateBytes
+	s.MemoryWorkingSetSharedBytes = pd.MemoryWorkingSetSharedBytes
+	s.ProcessID = pd.ProcessID
+	s.UserTime_100Ns = pd.UserTime_100Ns
+	s.ExecID = pd.ExecID
+	return nil
 }
 
 // UpdateResources is not available on Windows, as with moby.
