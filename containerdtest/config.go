@@ -46,8 +46,9 @@ type Config struct {
 	// empty means DefaultBusybox.
 	Busybox string
 	// Env is added to the environment of containerd and its shims, as
-	// "KEY=value" entries. PATH is set by the package (see the package
-	// documentation); an entry here replaces it.
+	// "KEY=value" entries. PATH (see the package documentation) and TMPDIR
+	// (a directory in Daemon.Dir) are set by the package; an entry here
+	// replaces them.
 	Env []string
 }
 

@@ -97,7 +97,7 @@ func TestCloseCleansUp(t *testing.T) {
 
 // TestEnvironment: containerd and its shims run with the binary dir first
 // in PATH, then the test's own PATH (where a criu or runc wrapper may come
-// first), and with Config.Env.
+// first), with TMPDIR in the daemon's directory, and with Config.Env.
 func TestEnvironment(t *testing.T) {
 	wrappers := t.TempDir()
 	t.Setenv("PATH", wrappers+string(os.PathListSeparator)+os.Getenv("PATH"))
@@ -140,6 +140,9 @@ func TestEnvironment(t *testing.T) {
 	binDir, wrap, sys := index(os.Getenv(containerdtest.EnvBinDir)), index(wrappers), index("/usr/sbin")
 	if binDir < 0 || wrap < 0 || sys < 0 || !(binDir < wrap && wrap < sys) {
 		t.Fatalf("shim PATH %q: want the binary dir, then the test's PATH (%s first), then the system's", env["PATH"], wrappers)
+	}
+	if env["TMPDIR"] != filepath.Join(d.Dir, "tmp") {
+		t.Fatalf("shim TMPDIR %q, want %s", env["TMPDIR"], filepath.Join(d.Dir, "tmp"))
 	}
 	if env["CONTAINERDTEST_MARK"] != "yes" {
 		t.Fatalf("Config.Env not passed on: %q", env["CONTAINERDTEST_MARK"])

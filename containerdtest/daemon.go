@@ -95,6 +95,12 @@ func Start(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// containerd's temporary files go below Dir: it leaves the checkpoint
+	// a task was restored from in a temporary directory of its own.
+	if err := os.Mkdir(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	d := &Daemon{
 		Dir:        dir,
 		Root:       filepath.Join(dir, "root"),
@@ -172,7 +178,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(d.cfg.BinDir, "containerd"), "--config", d.configPath())
-	cmd.Env = append(append(os.Environ(), "PATH="+d.cfg.path()), d.cfg.Env...)
+	cmd.Env = append(append(os.Environ(), "PATH="+d.cfg.path(), "TMPDIR="+filepath.Join(d.Dir, "tmp")), d.cfg.Env...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = sysProcAttr()
@@ -285,7 +291,8 @@ func (d *Daemon) stopLocked(ctx context.Context, sig os.Signal) {
 // after 15 s), kills the shims serving it, force-deletes the runc
 // containers of its tasks, removes the runc state and cgroups of the
 // namespaces it gave out and of its tasks, unmounts what is left mounted
-// below Dir and removes Dir. It is safe to call more than once; the error
+// below Dir and removes Dir, with the temporary files of containerd and
+// its shims (their TMPDIR is in Dir). It is safe to call more than once; the error
 // says what could not be cleaned up.
 func (d *Daemon) Close() error {
 	d.mu.Lock()
