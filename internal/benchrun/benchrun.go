@@ -41,7 +41,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctrkit/libcontainerd"
-	"github.com/ctrkit/libcontainerd/internal/leftover"
+	"github.com/ctrkit/libcontainerd/containerdtest"
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
 )
@@ -253,12 +253,12 @@ func (e *env) teardown() error {
 	}
 	if e.d != nil {
 		errs = append(errs, e.d.Stop())
-		if pids := leftover.Shims(e.d.Address); len(pids) > 0 {
+		if pids := containerdtest.Shims(e.d.Address); len(pids) > 0 {
 			errs = append(errs, fmt.Errorf("shims left running: %v", pids))
 		}
 	}
 	for _, ns := range []string{e.libNS, e.rawNS, e.mobyNS} {
-		errs = append(errs, leftover.RemoveNamespace(ns))
+		errs = append(errs, containerdtest.RemoveNamespace(ns))
 	}
 	for _, dir := range []string{e.rootfs, e.work} {
 		if dir != "" {
