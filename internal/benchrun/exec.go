@@ -234,7 +234,7 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	warm, n := e.n(10, 3), e.n(200, 20)
 	var before [allArms]map[string]int
 	var totals [allArms][]float64
-	var cpu [allArms]time.Duration
+	var cpu [allArms]cpuUse
 	var perStep [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(execStepNames))
@@ -261,7 +261,7 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 			if i < warm {
 				continue
 			}
-			cpu[a] += cpuTime() - c0
+			cpu[a] = cpu[a].add(cpuTime().sub(c0))
 			totals[a] = append(totals[a], ms(st.total()))
 			for j, d := range st {
 				perStep[a][j] = append(perStep[a][j], ms(d))

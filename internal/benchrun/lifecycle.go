@@ -207,7 +207,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 	n := e.n(120, 10)
 	before := e.callSnapshots()
 	var totals [allArms][]float64
-	var cpu [allArms]time.Duration
+	var cpu [allArms]cpuUse
 	var perStep [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(stepNames))
@@ -219,7 +219,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			cpu[a] += cpuTime() - c0
+			cpu[a] = cpu[a].add(cpuTime().sub(c0))
 			totals[a] = append(totals[a], ms(st.total()))
 			for j, d := range st {
 				perStep[a][j] = append(perStep[a][j], ms(d))
@@ -279,14 +279,18 @@ func (e *env) addPaired(what string, totals *[allArms][]float64) {
 // client side costs, work on other goroutines included (event loops, copy
 // loops), apart from the wait for containerd. It returns every arm's, the
 // two raw arms' distance being the noise, for a note.
-func (e *env) addCPU(what string, cpu *[allArms]time.Duration, n int) string {
-	per := func(a int) float64 { return ms(cpu[a]) / float64(n) }
+func (e *env) addCPU(what string, cpu *[allArms]cpuUse, n int) string {
+	per := func(a int) float64 { return ms(cpu[a].total()) / float64(n) }
+	arm := func(name string, a int) string {
+		return fmt.Sprintf("%s %.3f ms (user %.3f, system %.3f)", name, per(a),
+			ms(cpu[a].user)/float64(n), ms(cpu[a].sys)/float64(n))
+	}
 	base, baseName := (per(armRaw)+per(armRawAgain))/2, "raw client"
-	line := fmt.Sprintf("Client CPU per %s (user and system time of the benchmark process while the arm ran, mean): library %.3f ms, raw %.3f ms, raw again %.3f ms",
-		what, per(armLib), per(armRaw), per(armRawAgain))
+	line := fmt.Sprintf("Client CPU per %s (user and system time of the benchmark process while the arm ran, mean): %s, %s, %s",
+		what, arm("library", armLib), arm("raw", armRaw), arm("raw again", armRawAgain))
 	if e.moby != nil {
 		base, baseName = per(armMoby), "moby"
-		line += fmt.Sprintf(", moby %.3f ms", per(armMoby))
+		line += ", " + arm("moby", armMoby)
 	}
 	e.add(Row{Metric: "client CPU per " + what + ", mean", Unit: "ms", Lib: per(armLib), Base: base, BaseName: baseName})
 	return line + "."

@@ -23,13 +23,22 @@ func median(xs []float64) float64 { return percentile(xs, 50) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// cpuTime returns the CPU time, user and system, the process has used so
-// far: the client side's own work, which the machine's other load does not
-// inflate the way it does wall-clock time.
-func cpuTime() time.Duration {
+// cpuUse is CPU time used, in user space and in the kernel.
+type cpuUse struct{ user, sys time.Duration }
+
+func (c cpuUse) total() time.Duration { return c.user + c.sys }
+
+func (c cpuUse) add(d cpuUse) cpuUse { return cpuUse{c.user + d.user, c.sys + d.sys} }
+
+func (c cpuUse) sub(d cpuUse) cpuUse { return cpuUse{c.user - d.user, c.sys - d.sys} }
+
+// cpuTime returns the CPU time the process has used so far: the client
+// side's own work, which the machine's other load does not inflate the way
+// it does wall-clock time.
+func cpuTime() cpuUse {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpuUse{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())}
 }
 
 // abba reports whether round i runs the library first: rounds go library,
