@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"time"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -227,4 +228,78 @@ func ExampleClient_LoadContainer() {
 	// "../etc": invalid argument
 	// "a/b": invalid argument
 	// "": invalid argument
+}
+
+// ExampleNew makes a Client with the options an engine may set, and shows
+// what it owns: Close stops its event stream and every goroutine it
+// started; Metrics counts what the event machinery did.
+func ExampleNew() {
+	ctx := context.Background()
+	cli, err := containerd.New("/run/containerd/containerd.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+
+	client, err := libcontainerd.New(ctx, cli, "/run/engine/containerd", "engine", newExitBackend("web"),
+		// Only for a Backend that may be called twice for one event.
+		libcontainerd.WithEventRetry(3, 50*time.Millisecond, time.Second),
+		libcontainerd.WithClosePolicy(libcontainerd.CloseDrain),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	v, err := client.Version(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("containerd", v.Version)
+
+	// Queued events get up to ten seconds to reach the Backend.
+	closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := client.CloseContext(closeCtx); err != nil {
+		log.Print("events abandoned: ", err)
+	}
+	m := client.Metrics()
+	fmt.Println("delivered", m.Delivered, "deduplicated", m.Deduplicated, "reconnects", m.Reconnects)
+}
+
+// Example_checkpoint checkpoints a running container with CRIU into a
+// directory, leaving it running, and restores the checkpoint into a new
+// container: NewTask with the checkpoint directory, then Start.
+func Example_checkpoint() {
+	ctx := context.Background()
+	backend := newExitBackend("counter-copy")
+	client, closeAll := connect(ctx, backend)
+	defer closeAll()
+
+	ctr, err := client.LoadContainer(ctx, "counter")
+	if err != nil {
+		log.Fatal(err)
+	}
+	task, err := ctr.Task(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	const dir = "/var/lib/engine/checkpoints/counter-1"
+	if err := task.CreateCheckpoint(ctx, dir, false); err != nil {
+		// FailedPrecondition: CRIU refused (an external resource, say);
+		// the task keeps running.
+		log.Fatal(err)
+	}
+
+	spec := engineSpec(ctx, "counter-copy", "/srv/rootfs/busybox", "sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; sleep 1; done")
+	restored, err := client.NewContainer(ctx, "counter-copy", spec, "io.containerd.runc.v2", &runcoptions.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	copyTask, err := restored.NewTask(ctx, dir, false, copyStdio)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The restored process goes on from where the checkpoint left it.
+	if err := copyTask.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
 }
