@@ -162,3 +162,66 @@ func processGone(pid int) bool {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return bytes.Contains(b, []byte(") Z "))
 }
+
+// TestCloseEndsLostContainers: a container whose task record containerd
+// lost (killed while creating it; containerd 2.x drops such tasks when it
+// restarts) leaves a `runc init` blocked before start, which holds its
+// cgroups and nothing would end. Close finds it through the namespace's
+// cgroups, ends it and removes them.
+func TestCloseEndsLostContainers(t *testing.T) {
+	cfg := containerdtest.Config{}
+	if err := cfg.Check(); err != nil {
+		containerdtest.SkipOrFail(t, err)
+	}
+	ctx := context.Background()
+	d, err := containerdtest.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	ctx, ns := d.Namespace(t)
+	cli, err := containerd.New(d.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	id := containerdtest.ID(t)
+	ctr, err := cli.NewContainer(ctx, id, containerd.WithSpec(d.Spec(t, ctx, id, []string{"sleep", "600"})),
+		containerd.WithRuntime("io.containerd.runc.v2", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initPid := int(task.Pid())
+	// containerd and the shim die; the task's record goes with them.
+	shims := d.Shims()
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range shims {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if err := os.RemoveAll(filepath.Join(d.State, "io.containerd.runtime.v2.task", ns, id)); err != nil {
+		t.Fatal(err)
+	}
+	if processGone(initPid) {
+		t.Fatal("runc init did not outlive its shim: the test shows nothing")
+	}
+
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !processGone(initPid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("runc init %d outlives Close", initPid)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the kernel
+	}
+	if left := containerdtest.Leftovers(ns); len(left) != 0 {
+		t.Fatalf("left after Close: %v", left)
+	}
+}

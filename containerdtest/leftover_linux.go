@@ -3,9 +3,12 @@ package containerdtest
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,17 +25,68 @@ const cgroupRoot = "/sys/fs/cgroup"
 // /<ns> (/sys/fs/cgroup/<controller>/<ns> on cgroup v1,
 // /sys/fs/cgroup/<ns> on v2). Daemon.Close calls it for the namespaces the
 // daemon gave out; programs that use other namespaces call it after their
-// containers are deleted or the daemon is closed. A cgroup that still
-// holds processes is not removed and is reported in the error.
+// containers are deleted or the daemon is closed. Processes still in the
+// namespace's cgroups (a container containerd lost track of) are killed
+// first; one that outlives SIGKILL is reported in the error.
 func RemoveNamespace(ns string) error {
 	if err := checkNamespace(ns); err != nil {
 		return err
 	}
-	errs := []error{os.RemoveAll(filepath.Join(RuncRoot, ns))}
-	for _, dir := range cgroupDirs(ns) {
+	// A container whose task record containerd lost (killed while
+	// creating it, or a 2.x restart that dropped it) keeps its processes:
+	// a `runc init` blocked before start holds its cgroups forever. The
+	// namespace's cgroups are the test's own, so whatever runs in them is
+	// ended before they are removed.
+	dirs := cgroupDirs(ns)
+	errs := []error{killCgroupProcs(dirs), os.RemoveAll(filepath.Join(RuncRoot, ns))}
+	for _, dir := range dirs {
 		errs = append(errs, removeCgroup(dir))
 	}
 	return errors.Join(errs...)
+}
+
+// killCgroupProcs SIGKILLs every process in the cgroups below dirs and
+// waits, a bounded time, until they are gone.
+func killCgroupProcs(dirs []string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids := cgroupProcs(dirs)
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes outlive SIGKILL in the namespace's cgroups: %v", pids)
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		time.Sleep(20 * time.Millisecond) // the kernel ends them asynchronously
+	}
+}
+
+// cgroupProcs lists the pids in the cgroups below dirs.
+func cgroupProcs(dirs []string) []int {
+	seen := make(map[int]bool)
+	var pids []int
+	for _, dir := range dirs {
+		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && !seen[pid] {
+					seen[pid] = true
+					pids = append(pids, pid)
+				}
+			}
+			return nil
+		})
+	}
+	return pids
 }
 
 // Leftovers returns what RemoveNamespace would remove that exists now: a
