@@ -22,32 +22,7 @@ import (
 // mount in its directory leaves nothing: no containerd, shim or container
 // process, no runc state or cgroup of the namespace, no directory.
 func TestCloseCleansUp(t *testing.T) {
-	cfg := containerdtest.Config{}
-	if err := cfg.Check(); err != nil {
-		containerdtest.SkipOrFail(t, err)
-	}
-	ctx := context.Background()
-	d, err := containerdtest.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d.Close() }) // when the test fails before Close
-	ctx, ns := d.Namespace(t)
-	cli, err := containerd.New(d.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	id := containerdtest.ID(t)
-	ctr, err := cli.NewContainer(ctx, id, containerd.WithSpec(d.Spec(t, ctx, id, []string{"sleep", "600"})),
-		containerd.WithRuntime("io.containerd.runc.v2", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := ctr.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, ctx, ns, task := startOwnDaemon(t)
 	if err := task.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -169,32 +144,8 @@ func processGone(pid int) bool {
 // cgroups and nothing would end. Close finds it through the namespace's
 // cgroups, ends it and removes them.
 func TestCloseEndsLostContainers(t *testing.T) {
-	cfg := containerdtest.Config{}
-	if err := cfg.Check(); err != nil {
-		containerdtest.SkipOrFail(t, err)
-	}
-	ctx := context.Background()
-	d, err := containerdtest.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d.Close() })
-	ctx, ns := d.Namespace(t)
-	cli, err := containerd.New(d.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	id := containerdtest.ID(t)
-	ctr, err := cli.NewContainer(ctx, id, containerd.WithSpec(d.Spec(t, ctx, id, []string{"sleep", "600"})),
-		containerd.WithRuntime("io.containerd.runc.v2", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := ctr.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, _, ns, task := startOwnDaemon(t)
+	id := task.ID()
 	initPid := int(task.Pid())
 	// containerd and the shim die; the task's record goes with them.
 	shims := d.Shims()
@@ -224,4 +175,27 @@ func TestCloseEndsLostContainers(t *testing.T) {
 	if left := containerdtest.Leftovers(ns); len(left) != 0 {
 		t.Fatalf("left after Close: %v", left)
 	}
+}
+
+// startOwnDaemon starts a daemon of the test's own, which the test closes
+// (Close also runs when it ends), and creates a task running "sleep 600"
+// in a namespace of its own, not started.
+func startOwnDaemon(t *testing.T) (*containerdtest.Daemon, context.Context, string, containerd.Task) {
+	t.Helper()
+	cfg := containerdtest.Config{}
+	if err := cfg.Check(); err != nil {
+		containerdtest.SkipOrFail(t, err)
+	}
+	d, err := containerdtest.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() }) // when the test fails before Close
+	ctx, ns := d.Namespace(t)
+	cli, err := containerd.New(d.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return d, ctx, ns, newSleeper(t, ctx, d, cli)
 }

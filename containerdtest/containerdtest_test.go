@@ -210,17 +210,8 @@ func TestRunContainer(t *testing.T) {
 func TestStopStartRestart(t *testing.T) {
 	d := containerdtest.New(t, containerdtest.Config{})
 	ctx, _ := d.Namespace(t)
-	id := containerdtest.ID(t)
-	cli := d.Client(t)
-	ctr, err := cli.NewContainer(ctx, id, containerd.WithSpec(d.Spec(t, ctx, id, []string{"sleep", "600"})),
-		containerd.WithRuntime("io.containerd.runc.v2", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := ctr.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		t.Fatal(err)
-	}
+	task := newSleeper(t, ctx, d, d.Client(t))
+	id := task.ID()
 	if err := task.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -390,4 +381,21 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// newSleeper creates a container running "sleep 600" in d and its task,
+// not started, with no stdio.
+func newSleeper(t *testing.T, ctx context.Context, d *containerdtest.Daemon, cli *containerd.Client) containerd.Task {
+	t.Helper()
+	id := containerdtest.ID(t)
+	ctr, err := cli.NewContainer(ctx, id, containerd.WithSpec(d.Spec(t, ctx, id, []string{"sleep", "600"})),
+		containerd.WithRuntime("io.containerd.runc.v2", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
 }
