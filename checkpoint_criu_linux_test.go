@@ -238,92 +238,78 @@ func (tc *testClient) assertNothingLeft(t testing.TB) {
 // work through new FIFOs, the Backend sees its create and start and, once
 // it is killed, one exit; nothing is left behind.
 func TestCheckpointCRIU(t *testing.T) {
-	t.Parallel()
-	requireCRIU(t)
-	for _, exit := range []bool{true, false} {
-		t.Run("exit="+strconv.FormatBool(exit), func(t *testing.T) {
-			t.Parallel()
-			tc := newTestClient(t)
-			orig := tc.startCounter(t, testutil.ID(t), "")
-			orig.waitCount(t, 0, 5)
-			orig.roundTrip(t, "before")
-			before := orig.lastCount(t)
+	eachCheckpointMode(t, func(t *testing.T, exit bool) {
+		tc := newTestClient(t)
+		orig := tc.startCounter(t, testutil.ID(t), "")
+		orig.waitCount(t, 0, 5)
+		orig.roundTrip(t, "before")
+		before := orig.lastCount(t)
 
-			dir := filepath.Join(t.TempDir(), "checkpoint")
-			tc.checkpoint(t, orig, dir, exit)
-			assertCRIUImages(t, dir)
-			tc.assertNoCheckpointLeftovers(t)
+		dir := filepath.Join(t.TempDir(), "checkpoint")
+		tc.checkpoint(t, orig, dir, exit)
+		assertCRIUImages(t, dir)
+		tc.assertNoCheckpointLeftovers(t)
 
-			if exit {
-				ev := tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
-				if ev.Pid != orig.task.Pid() {
-					t.Fatalf("exit event %+v, want pid %d", ev, orig.task.Pid())
-				}
-				orig.out.wait(t)
-				if _, err := orig.task.Delete(tc.ctx); err != nil {
-					t.Fatal(err)
-				}
-				orig.task = nil
-			} else {
-				if st, err := orig.task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
-					t.Fatalf("status after a checkpoint that leaves it running: %+v, %v", st, err)
-				}
-				// It goes on counting, in the same process.
-				orig.waitCount(t, len(orig.stdout()), 3)
-				orig.roundTrip(t, "original")
+		if exit {
+			ev := tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
+			if ev.Pid != orig.task.Pid() {
+				t.Fatalf("exit event %+v, want pid %d", ev, orig.task.Pid())
 			}
+			orig.out.wait(t)
+			if _, err := orig.task.Delete(tc.ctx); err != nil {
+				t.Fatal(err)
+			}
+			orig.task = nil
+		} else {
+			if st, err := orig.task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
+				t.Fatalf("status after a checkpoint that leaves it running: %+v, %v", st, err)
+			}
+			// It goes on counting, in the same process.
+			orig.waitCount(t, len(orig.stdout()), 3)
+			orig.roundTrip(t, "original")
+		}
 
-			restored := tc.startCounter(t, testutil.ID(t, "restored"), dir)
-			first := restored.waitCount(t, 0, 3)[0]
-			if exit {
-				// Everything the original printed came out before its
-				// exit; the copy prints what comes next.
-				if last := orig.lastCount(t); first != last+1 {
-					t.Fatalf("restored counter starts at %d, want %d (the original's last was %d)", first, last+1, last)
-				}
-			} else if first <= before || !strings.Contains(orig.stdout(), fmt.Sprintf("count %d\n", first-1)) {
-				t.Fatalf("restored counter starts at %d; the original was at %d when checkpointed and printed %q", first, before, orig.stdout())
+		restored := tc.startCounter(t, testutil.ID(t, "restored"), dir)
+		first := restored.waitCount(t, 0, 3)[0]
+		if exit {
+			// Everything the original printed came out before its
+			// exit; the copy prints what comes next.
+			if last := orig.lastCount(t); first != last+1 {
+				t.Fatalf("restored counter starts at %d, want %d (the original's last was %d)", first, last+1, last)
 			}
-			restored.roundTrip(t, "restored")
-			if strings.Contains(orig.stdout(), "echo restored") {
-				t.Fatal("the original got the restored copy's stdin")
-			}
-			tc.assertRestoredEvents(t, restored)
-			// containerd 2.x's shim has no cgroup for a restored task: a
-			// classified NotFound, never an unclassified error.
-			if _, err := restored.task.Stats(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
-				t.Fatalf("Stats of the restored task: %v, want metrics or NotFound", err)
-			}
+		} else if first <= before || !strings.Contains(orig.stdout(), fmt.Sprintf("count %d\n", first-1)) {
+			t.Fatalf("restored counter starts at %d; the original was at %d when checkpointed and printed %q", first, before, orig.stdout())
+		}
+		restored.roundTrip(t, "restored")
+		if strings.Contains(orig.stdout(), "echo restored") {
+			t.Fatal("the original got the restored copy's stdin")
+		}
+		tc.assertRestoredEvents(t, restored)
+		// containerd 2.x's shim has no cgroup for a restored task: a
+		// classified NotFound, never an unclassified error.
+		if _, err := restored.task.Stats(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+			t.Fatalf("Stats of the restored task: %v, want metrics or NotFound", err)
+		}
 
-			if exit {
-				tc.removeCounter(t, orig)
-			} else {
-				// The copy is on its own: the original's end is not its.
-				tc.stopAndCheckExit(t, orig)
-				restored.roundTrip(t, "alone")
-				restored.waitCount(t, len(restored.stdout()), 2)
-			}
-			tc.stopAndCheckExit(t, restored)
-			tc.assertNothingLeft(t)
-		})
-	}
+		if exit {
+			tc.removeCounter(t, orig)
+		} else {
+			// The copy is on its own: the original's end is not its.
+			tc.stopAndCheckExit(t, orig)
+			restored.roundTrip(t, "alone")
+			restored.waitCount(t, len(restored.stdout()), 2)
+		}
+		tc.stopAndCheckExit(t, restored)
+		tc.assertNothingLeft(t)
+	})
 }
 
 // TestCheckpointCRIURestoreTwice restores one checkpoint directory into
 // two new containers that then run side by side: both go on from the
 // same count, each with its own stdio, and each exits once.
 func TestCheckpointCRIURestoreTwice(t *testing.T) {
-	t.Parallel()
-	requireCRIU(t)
-	tc := newTestClient(t)
-	orig := tc.startCounter(t, testutil.ID(t), "")
-	orig.waitCount(t, 0, 3)
-	dir := filepath.Join(t.TempDir(), "checkpoint")
-	tc.checkpoint(t, orig, dir, true)
-	tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
-	orig.out.wait(t)
-	want := orig.lastCount(t) + 1
-	tc.removeCounter(t, orig)
+	tc, dir, last := checkpointedCounter(t)
+	want := last + 1
 	images := checkpointTree(t, dir)
 
 	copies := []*counterTask{
@@ -357,15 +343,7 @@ func TestCheckpointCRIURestoreTwice(t *testing.T) {
 // deleted like any other, no exit is reported for a process that never
 // ran, and nothing is left behind.
 func TestCheckpointCRIURestoreRefused(t *testing.T) {
-	t.Parallel()
-	requireCRIU(t)
-	tc := newTestClient(t)
-	orig := tc.startCounter(t, testutil.ID(t), "")
-	orig.waitCount(t, 0, 3)
-	dir := filepath.Join(t.TempDir(), "checkpoint")
-	tc.checkpoint(t, orig, dir, true)
-	tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
-	tc.removeCounter(t, orig)
+	tc, dir, _ := checkpointedCounter(t)
 	pages, err := filepath.Glob(filepath.Join(dir, "pages-*.img"))
 	if err != nil || len(pages) == 0 {
 		t.Fatalf("no memory pages in the checkpoint (%v): %v", err, dirEntries(t, dir))
@@ -404,62 +382,57 @@ func TestCheckpointCRIURestoreRefused(t *testing.T) {
 // with exit, it exits (once, killed). A restored copy counts on from
 // where it was paused too, running.
 func TestCheckpointCRIUPaused(t *testing.T) {
-	t.Parallel()
-	requireCRIU(t)
-	for _, exit := range []bool{true, false} {
-		t.Run("exit="+strconv.FormatBool(exit), func(t *testing.T) {
-			t.Parallel()
-			tc := newTestClient(t)
-			orig := tc.startCounter(t, testutil.ID(t), "")
-			orig.waitCount(t, 0, 3)
-			if err := orig.task.Pause(tc.ctx); err != nil {
+	eachCheckpointMode(t, func(t *testing.T, exit bool) {
+		tc := newTestClient(t)
+		orig := tc.startCounter(t, testutil.ID(t), "")
+		orig.waitCount(t, 0, 3)
+		if err := orig.task.Pause(tc.ctx); err != nil {
+			t.Fatal(err)
+		}
+		tc.backend.waitEvent(t, orig.id, types.EventPaused, "")
+
+		dir := filepath.Join(t.TempDir(), "checkpoint")
+		tc.checkpoint(t, orig, dir, exit)
+		assertCRIUImages(t, dir)
+		tc.assertNoCheckpointLeftovers(t)
+		if exit {
+			ev := tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
+			if ev.Pid != orig.task.Pid() || ev.ExitCode != 128+uint32(syscall.SIGKILL) {
+				t.Fatalf("exit event %+v, want pid %d killed", ev, orig.task.Pid())
+			}
+			orig.out.wait(t)
+		} else if st, err := orig.task.Status(tc.ctx); err != nil || st.Status != containerd.Paused {
+			t.Fatalf("status after checkpointing a paused task: %+v, %v; want paused", st, err)
+		}
+		// Frozen since Pause returned: its output is complete (the
+		// shim, which copies it, is not frozen, and the checkpoint
+		// took longer than that copy).
+		paused := orig.stdout()
+		last := orig.lastCount(t)
+
+		if !exit {
+			if err := orig.task.Resume(tc.ctx); err != nil {
 				t.Fatal(err)
 			}
-			tc.backend.waitEvent(t, orig.id, types.EventPaused, "")
+			tc.backend.waitEvent(t, orig.id, types.EventResumed, "")
+			if next := orig.waitCount(t, len(paused), 1)[0]; next != last+1 {
+				t.Fatalf("resumed counter printed %d, want %d", next, last+1)
+			}
+		}
 
-			dir := filepath.Join(t.TempDir(), "checkpoint")
-			tc.checkpoint(t, orig, dir, exit)
-			assertCRIUImages(t, dir)
-			tc.assertNoCheckpointLeftovers(t)
-			if exit {
-				ev := tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
-				if ev.Pid != orig.task.Pid() || ev.ExitCode != 128+uint32(syscall.SIGKILL) {
-					t.Fatalf("exit event %+v, want pid %d killed", ev, orig.task.Pid())
-				}
-				orig.out.wait(t)
-			} else if st, err := orig.task.Status(tc.ctx); err != nil || st.Status != containerd.Paused {
-				t.Fatalf("status after checkpointing a paused task: %+v, %v; want paused", st, err)
-			}
-			// Frozen since Pause returned: its output is complete (the
-			// shim, which copies it, is not frozen, and the checkpoint
-			// took longer than that copy).
-			paused := orig.stdout()
-			last := orig.lastCount(t)
-
-			if !exit {
-				if err := orig.task.Resume(tc.ctx); err != nil {
-					t.Fatal(err)
-				}
-				tc.backend.waitEvent(t, orig.id, types.EventResumed, "")
-				if next := orig.waitCount(t, len(paused), 1)[0]; next != last+1 {
-					t.Fatalf("resumed counter printed %d, want %d", next, last+1)
-				}
-			}
-
-			restored := tc.startCounter(t, testutil.ID(t, "restored"), dir)
-			if first := restored.waitCount(t, 0, 3)[0]; first != last+1 {
-				t.Fatalf("restored counter starts at %d, want %d", first, last+1)
-			}
-			if st, err := restored.task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
-				t.Fatalf("status of the restored copy of a paused task: %+v, %v; want running", st, err)
-			}
-			restored.roundTrip(t, "restored")
-			tc.assertRestoredEvents(t, restored)
-			tc.stopAndCheckExit(t, restored)
-			tc.stopAndCheckExit(t, orig)
-			tc.assertNothingLeft(t)
-		})
-	}
+		restored := tc.startCounter(t, testutil.ID(t, "restored"), dir)
+		if first := restored.waitCount(t, 0, 3)[0]; first != last+1 {
+			t.Fatalf("restored counter starts at %d, want %d", first, last+1)
+		}
+		if st, err := restored.task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
+			t.Fatalf("status of the restored copy of a paused task: %+v, %v; want running", st, err)
+		}
+		restored.roundTrip(t, "restored")
+		tc.assertRestoredEvents(t, restored)
+		tc.stopAndCheckExit(t, restored)
+		tc.stopAndCheckExit(t, orig)
+		tc.assertNothingLeft(t)
+	})
 }
 
 // readerScript is an exec that echoes its stdin.
@@ -471,90 +444,85 @@ const readerScript = `while read -r l; do echo "exec $l"; done`
 // only, and the exec itself exits with the task (exit: once, with its
 // pid) or keeps running with working stdio (leave-running).
 func TestCheckpointCRIUExec(t *testing.T) {
-	t.Parallel()
-	requireCRIU(t)
-	for _, exit := range []bool{true, false} {
-		t.Run("exit="+strconv.FormatBool(exit), func(t *testing.T) {
-			t.Parallel()
-			tc := newTestClient(t)
-			orig := tc.startCounter(t, testutil.ID(t), "")
-			orig.waitCount(t, 0, 3)
-			var execOut capture
-			p, err := orig.task.Exec(tc.ctx, "reader", tc.processSpec(t, orig.id, "sh", "-c", readerScript), true, execOut.attach)
-			if err != nil {
+	eachCheckpointMode(t, func(t *testing.T, exit bool) {
+		tc := newTestClient(t)
+		orig := tc.startCounter(t, testutil.ID(t), "")
+		orig.waitCount(t, 0, 3)
+		var execOut capture
+		p, err := orig.task.Exec(tc.ctx, "reader", tc.processSpec(t, orig.id, "sh", "-c", readerScript), true, execOut.attach)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo := func(line string) {
+			t.Helper()
+			if _, err := io.WriteString(execOut.stdin, line+"\n"); err != nil {
 				t.Fatal(err)
 			}
-			echo := func(line string) {
-				t.Helper()
-				if _, err := io.WriteString(execOut.stdin, line+"\n"); err != nil {
-					t.Fatal(err)
-				}
-				execOut.waitOutput(t, "exec "+line+"\n")
-			}
-			echo("before")
+			execOut.waitOutput(t, "exec "+line+"\n")
+		}
+		echo("before")
 
-			dir := filepath.Join(t.TempDir(), "checkpoint")
-			tc.checkpoint(t, orig, dir, exit)
-			assertCRIUImages(t, dir)
-			tc.assertNoCheckpointLeftovers(t)
-			if exit {
-				for _, pr := range []struct {
-					id  string
-					pid uint32
-				}{{"reader", p.Pid()}, {orig.id, orig.task.Pid()}} {
-					if ev := tc.backend.waitEvent(t, orig.id, types.EventExit, pr.id); ev.Pid != pr.pid {
-						t.Fatalf("exit event %+v, want pid %d", ev, pr.pid)
-					}
+		dir := filepath.Join(t.TempDir(), "checkpoint")
+		tc.checkpoint(t, orig, dir, exit)
+		assertCRIUImages(t, dir)
+		tc.assertNoCheckpointLeftovers(t)
+		if exit {
+			for _, pr := range []struct {
+				id  string
+				pid uint32
+			}{{"reader", p.Pid()}, {orig.id, orig.task.Pid()}} {
+				if ev := tc.backend.waitEvent(t, orig.id, types.EventExit, pr.id); ev.Pid != pr.pid {
+					t.Fatalf("exit event %+v, want pid %d", ev, pr.pid)
 				}
-				if st, err := p.Delete(tc.ctx); err != nil || st.ExitCode() != 128+uint32(syscall.SIGKILL) {
-					t.Fatalf("delete the exec: %+v, %v; want killed", st, err)
-				}
-				orig.out.wait(t)
-				if _, err := orig.task.Delete(tc.ctx); err != nil {
-					t.Fatal(err)
-				}
-				orig.task = nil
-				if exits := exitsOf(tc.backend.of(orig.id), orig.id); len(exits) != 2 {
-					t.Fatalf("exit events %v, want one of the exec and one of the init", exits)
-				}
-			} else {
-				echo("after")
-				orig.waitCount(t, len(orig.stdout()), 2)
 			}
-
-			restored := tc.startCounter(t, testutil.ID(t, "restored"), dir)
-			restored.waitCount(t, 0, 3)
-			restored.roundTrip(t, "restored")
-			tc.assertRestoredEvents(t, restored)
-			pids, err := restored.task.Pids(tc.ctx)
-			if err != nil {
+			if st, err := p.Delete(tc.ctx); err != nil || st.ExitCode() != 128+uint32(syscall.SIGKILL) {
+				t.Fatalf("delete the exec: %+v, %v; want killed", st, err)
+			}
+			orig.out.wait(t)
+			if _, err := orig.task.Delete(tc.ctx); err != nil {
 				t.Fatal(err)
 			}
-			for _, pi := range pids {
-				cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pi.Pid))
-				if err != nil && !errors.Is(err, os.ErrNotExist) {
-					t.Fatal(err)
-				}
-				if pi.Info != nil || strings.Contains(string(cmdline), readerScript) {
-					t.Fatalf("the restored copy has the exec: %+v %q", pi, cmdline)
-				}
+			orig.task = nil
+			if exits := exitsOf(tc.backend.of(orig.id), orig.id); len(exits) != 2 {
+				t.Fatalf("exit events %v, want one of the exec and one of the init", exits)
 			}
-			tc.stopAndCheckExit(t, restored)
-			if !exit {
-				if err := p.Kill(tc.ctx, syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-				tc.backend.waitEvent(t, orig.id, types.EventExit, "reader")
-				if _, err := p.Delete(tc.ctx); err != nil {
-					t.Fatal(err)
-				}
-				tc.stopAndCheckExit(t, orig)
-			} else {
-				tc.removeCounter(t, orig)
+		} else {
+			echo("after")
+			orig.waitCount(t, len(orig.stdout()), 2)
+		}
+
+		restored := tc.startCounter(t, testutil.ID(t, "restored"), dir)
+		restored.waitCount(t, 0, 3)
+		restored.roundTrip(t, "restored")
+		tc.assertRestoredEvents(t, restored)
+		pids, err := restored.task.Pids(tc.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pi := range pids {
+			cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pi.Pid))
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
 			}
-			tc.assertNothingLeft(t)
-		})
-	}
+			if pi.Info != nil || strings.Contains(string(cmdline), readerScript) {
+				t.Fatalf("the restored copy has the exec: %+v %q", pi, cmdline)
+			}
+		}
+		tc.stopAndCheckExit(t, restored)
+		if !exit {
+			if err := p.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			tc.backend.waitEvent(t, orig.id, types.EventExit, "reader")
+			if _, err := p.Delete(tc.ctx); err != nil {
+				t.Fatal(err)
+			}
+			tc.stopAndCheckExit(t, orig)
+		} else {
+			tc.removeCounter(t, orig)
+		}
+		tc.assertNothingLeft(t)
+	})
 }
 
 // TestCheckpointCRIURefused checkpoints a task that CRIU cannot dump: it
@@ -645,4 +613,37 @@ func (tc *testClient) assertRefused(t *testing.T, task types.Task, check func(er
 			check(err)
 		}
 	}
+}
+
+// eachCheckpointMode runs test, in parallel, once with a checkpoint that
+// exits the task and once with one that leaves it running.
+func eachCheckpointMode(t *testing.T, test func(t *testing.T, exit bool)) {
+	t.Parallel()
+	requireCRIU(t)
+	for _, exit := range []bool{true, false} {
+		t.Run("exit="+strconv.FormatBool(exit), func(t *testing.T) {
+			t.Parallel()
+			test(t, exit)
+		})
+	}
+}
+
+// checkpointedCounter runs a counter in a parallel test of its own,
+// checkpoints it with exit into a directory, and removes it once it has
+// exited. It returns the test client, the checkpoint directory and the
+// last count the counter printed.
+func checkpointedCounter(t *testing.T) (tc *testClient, dir string, last int) {
+	t.Helper()
+	t.Parallel()
+	requireCRIU(t)
+	tc = newTestClient(t)
+	orig := tc.startCounter(t, testutil.ID(t), "")
+	orig.waitCount(t, 0, 3)
+	dir = filepath.Join(t.TempDir(), "checkpoint")
+	tc.checkpoint(t, orig, dir, true)
+	tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
+	orig.out.wait(t)
+	last = orig.lastCount(t)
+	tc.removeCounter(t, orig)
+	return tc, dir, last
 }
