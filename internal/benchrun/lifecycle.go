@@ -282,8 +282,9 @@ func (e *env) addPaired(what string, totals *[allArms][]float64) {
 func (e *env) addCPU(what string, cpu *[allArms]cpuUse, n int) string {
 	per := func(a int) float64 { return ms(cpu[a].total()) / float64(n) }
 	arm := func(name string, a int) string {
-		return fmt.Sprintf("%s %.3f ms (user %.3f, system %.3f)", name, per(a),
-			ms(cpu[a].user)/float64(n), ms(cpu[a].sys)/float64(n))
+		return fmt.Sprintf("%s %.3f ms (user %.3f, system %.3f; %.0f KiB in %.0f heap objects)", name, per(a),
+			ms(cpu[a].user)/float64(n), ms(cpu[a].sys)/float64(n),
+			float64(cpu[a].allocs)/1024/float64(n), float64(cpu[a].objects)/float64(n))
 	}
 	base, baseName := (per(armRaw)+per(armRawAgain))/2, "raw client"
 	line := fmt.Sprintf("Client CPU per %s (user and system time of the benchmark process while the arm ran, mean): %s, %s, %s",

@@ -2,6 +2,7 @@ package benchrun
 
 import (
 	"math"
+	"runtime/metrics"
 	"slices"
 	"syscall"
 	"time"
@@ -23,22 +24,33 @@ func median(xs []float64) float64 { return percentile(xs, 50) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// cpuUse is CPU time used, in user space and in the kernel.
-type cpuUse struct{ user, sys time.Duration }
+// cpuUse is CPU time used, in user space and in the kernel, and heap
+// allocated (bytes, objects).
+type cpuUse struct {
+	user, sys       time.Duration
+	allocs, objects uint64
+}
 
 func (c cpuUse) total() time.Duration { return c.user + c.sys }
 
-func (c cpuUse) add(d cpuUse) cpuUse { return cpuUse{c.user + d.user, c.sys + d.sys} }
+func (c cpuUse) add(d cpuUse) cpuUse {
+	return cpuUse{c.user + d.user, c.sys + d.sys, c.allocs + d.allocs, c.objects + d.objects}
+}
 
-func (c cpuUse) sub(d cpuUse) cpuUse { return cpuUse{c.user - d.user, c.sys - d.sys} }
+func (c cpuUse) sub(d cpuUse) cpuUse {
+	return cpuUse{c.user - d.user, c.sys - d.sys, c.allocs - d.allocs, c.objects - d.objects}
+}
 
-// cpuTime returns the CPU time the process has used so far: the client
+// cpuTime returns the CPU time the process has used so far, the client
 // side's own work, which the machine's other load does not inflate the way
-// it does wall-clock time.
+// it does wall-clock time, and what it has allocated, which drives the
+// garbage collector's share of that time.
 func cpuTime() cpuUse {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return cpuUse{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())}
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	return cpuUse{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano()), s[0].Value.Uint64(), s[1].Value.Uint64()}
 }
 
 // abba reports whether round i runs the library first: rounds go library,
