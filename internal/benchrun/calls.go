@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"google.golang.org/grpc"
@@ -19,19 +20,23 @@ import (
 // library's event connection is its own and is not counted; it makes no
 // request per process.
 type callCounter struct {
-	mu sync.Mutex
-	n  map[string]map[string]int // namespace -> method -> calls
+	mu  sync.Mutex
+	n   map[string]map[string]int // namespace -> method -> calls
+	rpc map[string]time.Duration  // namespace -> time in unary calls
 }
 
 func newCallCounter() *callCounter {
-	return &callCounter{n: make(map[string]map[string]int)}
+	return &callCounter{n: make(map[string]map[string]int), rpc: make(map[string]time.Duration)}
 }
 
 func (c *callCounter) dialOpts() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			c.add(ctx, method)
-			return invoker(ctx, method, req, reply, cc, opts...)
+			start := time.Now()
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			c.addTime(ctx, time.Since(start))
+			return err
 		}),
 		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 			c.add(ctx, method)
@@ -50,6 +55,22 @@ func (c *callCounter) add(ctx context.Context, method string) {
 		c.n[ns] = m
 	}
 	m[method]++
+}
+
+func (c *callCounter) addTime(ctx context.Context, d time.Duration) {
+	ns, _ := namespaces.Namespace(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rpc[ns] += d
+}
+
+// rpcTime returns the time namespace ns has spent in unary requests so
+// far: what a lifecycle or exec waited for containerd, the rest of its
+// time being the client's own (its code, its event path).
+func (c *callCounter) rpcTime(ns string) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rpc[ns]
 }
 
 // snapshot returns the counts of namespace ns so far.

@@ -144,37 +144,34 @@ func (s execSteps) total() time.Duration { return s[0] + s[1] + s[2] }
 // libExec runs `true` as an exec through the library: Exec (which starts
 // it), the exit event at the Backend, Delete.
 func (e *env) libExec(ctx context.Context, h *host) (exit, execSteps, error) {
-	return e.clientExec(ctx, e.be, h.libID, h.libTask, &h.libProc)
-}
-
-// mobyExec does the same through moby's client.
-func (e *env) mobyExec(h *host) (execSteps, error) {
-	_, st, err := e.clientExec(e.mobyCtx, e.mobyBe, h.mobyID, h.mobyTask, &h.mobyProc)
-	return st, err
+	ex, st, _, err := e.clientExec(ctx, e.be, h.libID, h.libTask, &h.libProc, e.rpcClock(armLib))
+	return ex, st, err
 }
 
 // clientExec runs `true` as an exec of task (container hostID) through a
-// types.Client's Task, the library's or moby's, with be its Backend.
-func (e *env) clientExec(ctx context.Context, be *backend, hostID string, task types.Task, proc *specs.Process) (exit, execSteps, error) {
-	var st execSteps
+// types.Client's Task, the library's or moby's, with be its Backend. Besides
+// each step's time it returns each step's time in containerd requests, from
+// rpc (the client's namespace's cumulative request time).
+func (e *env) clientExec(ctx context.Context, be *backend, hostID string, task types.Task, proc *specs.Process, rpc func() time.Duration) (_ exit, st, rs execSteps, _ error) {
 	id := e.id("x")
-	t0 := time.Now()
+	t0, r0 := time.Now(), rpc()
 	exitC := be.expectExit(hostID, id)
 	p, err := task.Exec(ctx, id, proc, false, discardStdio)
 	if err != nil {
-		return exit{}, st, err
+		return exit{}, st, rs, err
 	}
-	t1 := time.Now()
+	t1, r1 := time.Now(), rpc()
 	ex, err := waitExit(ctx, exitC, hostID+"/"+id)
 	if err != nil {
-		return exit{}, st, err
+		return exit{}, st, rs, err
 	}
-	t2 := time.Now()
+	t2, r2 := time.Now(), rpc()
 	if _, err := p.Delete(ctx); err != nil {
-		return exit{}, st, err
+		return exit{}, st, rs, err
 	}
 	st = execSteps{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}
-	return ex, st, nil
+	rs = execSteps{r1 - r0, r2 - r1, rpc() - r2}
+	return ex, st, rs, nil
 }
 
 // rawExec does the same with the containerd client: Exec with cio FIFOs,
@@ -235,23 +232,25 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	var before [allArms]map[string]int
 	var totals [allArms][]float64
 	var cpu [allArms]cpuUse
-	var perStep [allArms][][]float64
+	var outside [allArms][]float64
+	var perStep, perStepOutside [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(execStepNames))
+		perStepOutside[a] = make([][]float64, len(execStepNames))
 	}
 	for i := range warm + n {
 		if i == warm {
 			before = e.callSnapshots()
 		}
 		for _, a := range rot[i%len(rot)] {
-			var st execSteps
+			var st, rs execSteps
 			var err error
 			c0 := cpuTime()
 			switch a {
 			case armLib:
-				_, st, err = e.libExec(ctx, h)
+				_, st, rs, err = e.clientExec(ctx, e.be, h.libID, h.libTask, &h.libProc, e.rpcClock(a))
 			case armMoby:
-				st, err = e.mobyExec(h)
+				_, st, rs, err = e.clientExec(e.mobyCtx, e.mobyBe, h.mobyID, h.mobyTask, &h.mobyProc, e.rpcClock(a))
 			default:
 				st, err = e.rawExec(h)
 			}
@@ -262,9 +261,11 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 				continue
 			}
 			cpu[a] = cpu[a].add(cpuTime().sub(c0))
+			outside[a] = append(outside[a], ms(st.total()-rs.total()))
 			totals[a] = append(totals[a], ms(st.total()))
 			for j, d := range st {
 				perStep[a][j] = append(perStep[a][j], ms(d))
+				perStepOutside[a][j] = append(perStepOutside[a][j], ms(d-rs[j]))
 			}
 		}
 		if i >= warm && (i-warm+1)%50 == 0 {
@@ -289,9 +290,13 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	e.addPaired("exec", &totals)
 	calls := e.addCalls("exec", before, n)
 	cpuLine := e.addCPU("exec", &cpu, n)
+	outsideLine := e.addOutside("exec", &outside, &perStepOutside, execStepNames)
 	e.note("Exec: %d execs of `true` per arm (%s) in a sleeping container of each, taking turns in rotating order after %d warm-ups; the baseline pools both raw arms; "+
 		"library = Task.Exec, exit event, Process.Delete; raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete%s.", n, e.armNames(), warm, e.mobyNote())
 	e.note("%s", calls)
 	e.note("%s", cpuLine)
+	if outsideLine != "" {
+		e.note("%s", outsideLine)
+	}
 	return nil
 }

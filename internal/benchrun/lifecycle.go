@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,42 +31,44 @@ func (s steps) total() time.Duration {
 // clientLifecycle runs /bin/true through a types.Client, the library's or
 // moby's: create the container (newCtr) and its task (FIFOs handed to a
 // copy loop), start it, wait for its exit event at the Backend be, delete
-// the task and the container.
-func clientLifecycle(ctx context.Context, newCtr func() (types.Container, error), be *backend, id string) (st steps, _ error) {
-	t := time.Now()
+// the task and the container. Besides each step's time it returns the
+// time of each step spent in containerd requests, from rpc (the client's
+// namespace's cumulative request time).
+func clientLifecycle(ctx context.Context, newCtr func() (types.Container, error), be *backend, id string, rpc func() time.Duration) (st, rs steps, _ error) {
+	t, r := time.Now(), rpc()
 	lap := func(i int) {
-		now := time.Now()
-		st[i] = now.Sub(t)
-		t = now
+		now, nr := time.Now(), rpc()
+		st[i], rs[i] = now.Sub(t), nr-r
+		t, r = now, nr
 	}
 	ctr, err := newCtr()
 	if err != nil {
-		return st, err
+		return st, rs, err
 	}
 	lap(0)
 	exitC := be.expectExit(id, id)
 	task, err := ctr.NewTask(ctx, "", false, discardStdio)
 	if err != nil {
-		return st, err
+		return st, rs, err
 	}
 	lap(1)
 	if err := task.Start(ctx); err != nil {
-		return st, err
+		return st, rs, err
 	}
 	lap(2)
 	if _, err := waitExit(ctx, exitC, id); err != nil {
-		return st, err
+		return st, rs, err
 	}
 	lap(3)
 	if _, err := task.Delete(ctx); err != nil {
-		return st, err
+		return st, rs, err
 	}
 	lap(4)
 	if err := ctr.Delete(ctx); err != nil {
-		return st, err
+		return st, rs, err
 	}
 	lap(5)
-	return st, nil
+	return st, rs, nil
 }
 
 // rawLifecycle does the same with the containerd client: NewContainer,
@@ -119,30 +122,40 @@ func (e *env) rawLifecycle(id string, spec *specs.Spec) (st steps, _ error) {
 
 // lifecycle runs one lifecycle of /bin/true on arm a (armLib, armRaw,
 // armRawAgain or armMoby) with a new ID; the spec is made before the
-// clock starts.
-func (e *env) lifecycle(ctx context.Context, a int) (steps, error) {
+// clock starts. It returns each step's time and, for the library and
+// moby's client, each step's time in containerd requests (zero for the
+// raw arms, whose Wait request runs alongside the others).
+func (e *env) lifecycle(ctx context.Context, a int) (st, rs steps, _ error) {
 	switch a {
 	case armLib:
 		id := e.id("lib")
 		spec, err := e.libSpec(id, "true")
 		if err != nil {
-			return steps{}, err
+			return st, rs, err
 		}
-		return clientLifecycle(ctx, func() (types.Container, error) { return e.libContainer(ctx, id, spec) }, e.be, id)
+		return clientLifecycle(ctx, func() (types.Container, error) { return e.libContainer(ctx, id, spec) }, e.be, id, e.rpcClock(a))
 	case armMoby:
 		id := e.id("moby")
 		spec, err := e.mobySpec(id, "true")
 		if err != nil {
-			return steps{}, err
+			return st, rs, err
 		}
-		return clientLifecycle(e.mobyCtx, func() (types.Container, error) { return e.mobyContainer(id, spec) }, e.mobyBe, id)
+		return clientLifecycle(e.mobyCtx, func() (types.Container, error) { return e.mobyContainer(id, spec) }, e.mobyBe, id, e.rpcClock(a))
 	}
 	id := e.id("raw")
 	spec, err := e.rawSpec(id, "true")
 	if err != nil {
-		return steps{}, err
+		return st, rs, err
 	}
-	return e.rawLifecycle(id, spec)
+	st, err = e.rawLifecycle(id, spec)
+	return st, rs, err
+}
+
+// rpcClock returns the cumulative time arm a's namespace has spent in
+// containerd requests.
+func (e *env) rpcClock(a int) func() time.Duration {
+	ns := e.armNS(a)
+	return func() time.Duration { return e.calls.rpcTime(ns) }
 }
 
 // Arms of the sequential measurements: the library, the raw client, the
@@ -199,7 +212,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 	warm := e.n(6, 2)
 	for i := range warm {
 		for _, a := range rot[i%len(rot)] {
-			if _, err := e.lifecycle(ctx, a); err != nil {
+			if _, _, err := e.lifecycle(ctx, a); err != nil {
 				return fmt.Errorf("warm-up: %w", err)
 			}
 		}
@@ -208,21 +221,25 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 	before := e.callSnapshots()
 	var totals [allArms][]float64
 	var cpu [allArms]cpuUse
-	var perStep [allArms][][]float64
+	var outside [allArms][]float64
+	var perStep, perStepOutside [allArms][][]float64
 	for a := range perStep {
 		perStep[a] = make([][]float64, len(stepNames))
+		perStepOutside[a] = make([][]float64, len(stepNames))
 	}
 	for i := range n {
 		for _, a := range rot[i%len(rot)] {
 			c0 := cpuTime()
-			st, err := e.lifecycle(ctx, a)
+			st, rs, err := e.lifecycle(ctx, a)
 			if err != nil {
 				return err
 			}
 			cpu[a] = cpu[a].add(cpuTime().sub(c0))
+			outside[a] = append(outside[a], ms(st.total()-rs.total()))
 			totals[a] = append(totals[a], ms(st.total()))
 			for j, d := range st {
 				perStep[a][j] = append(perStep[a][j], ms(d))
+				perStepOutside[a][j] = append(perStepOutside[a][j], ms(d-rs[j]))
 			}
 		}
 		if (i+1)%20 == 0 {
@@ -246,6 +263,7 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 	e.addPaired("lifecycle", &totals)
 	calls := e.addCalls("lifecycle", before, n)
 	cpuLine := e.addCPU("lifecycle", &cpu, n)
+	outsideLine := e.addOutside("lifecycle", &outside, &perStepOutside, stepNames)
 	for j, name := range stepNames {
 		e.res.Steps = append(e.res.Steps, e.stepRow(name, &perStep, j))
 	}
@@ -254,6 +272,9 @@ func (e *env) lifecyclePhase(ctx context.Context) error {
 		"raw = NewContainer, NewTask with cio FIFOs, Wait, Start, exit from Wait, Delete, Delete%s.", n, e.armNames(), warm, e.mobyNote())
 	e.note("%s", calls)
 	e.note("%s", cpuLine)
+	if outsideLine != "" {
+		e.note("%s", outsideLine)
+	}
 	return nil
 }
 
@@ -295,6 +316,36 @@ func (e *env) addCPU(what string, cpu *[allArms]cpuUse, n int) string {
 	}
 	e.add(Row{Metric: "client CPU per " + what + ", mean", Unit: "ms", Lib: per(armLib), Base: base, BaseName: baseName})
 	return line + "."
+}
+
+// armNS is the namespace arm a works in.
+func (e *env) armNS(a int) string {
+	switch a {
+	case armLib:
+		return e.libNS
+	case armMoby:
+		return e.mobyNS
+	}
+	return e.rawNS
+}
+
+// addOutside reports, with moby's client, the p50 of the time a lifecycle
+// or exec spent outside containerd requests on the library's and on
+// moby's arm: the client's own share of the round trip (its code, FIFOs,
+// the wait for the exit event), without containerd's and the shim's
+// variance. The raw arms have no such figure: their Wait request runs
+// alongside the others. It returns the same per step, for a note.
+func (e *env) addOutside(what string, outside *[allArms][]float64, perStep *[allArms][][]float64, names []string) string {
+	if e.moby == nil {
+		return ""
+	}
+	e.add(Row{Metric: what + " time outside containerd requests, p50", Unit: "ms",
+		Lib: median(outside[armLib]), Base: median(outside[armMoby]), BaseName: "moby"})
+	parts := make([]string, len(names))
+	for j, name := range names {
+		parts[j] = fmt.Sprintf("%s %.3f / %.3f", name, median(perStep[armLib][j]), median(perStep[armMoby][j]))
+	}
+	return fmt.Sprintf("Time outside containerd requests per %s step, p50 in ms, library / moby: %s.", what, strings.Join(parts, ", "))
 }
 
 // callSnapshots returns the request counts of the arms' namespaces so far.
@@ -422,7 +473,7 @@ func (e *env) parallel(ctx context.Context, a, workers, n int) (time.Duration, e
 	for range workers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				if _, err := e.lifecycle(ctx, a); err != nil {
+				if _, _, err := e.lifecycle(ctx, a); err != nil {
 					errMu.Lock()
 					if first == nil {
 						first = err
