@@ -367,7 +367,7 @@ func (e *env) addCalls(what string, before [allArms]map[string]int, n int) strin
 	lib := e.calls.since(e.libNS, before[armLib], n)
 	raw := e.calls.since(e.rawNS, before[armRaw], 2*n) // raw and raw again share the namespace
 	base, baseName := raw, "raw client"
-	line := fmt.Sprintf("Containerd requests per %s (on the shared client, by method): library %s (%s); raw %s (%s)",
+	line := fmt.Sprintf("Containerd requests per %s (on the shared client, by method, with the p50 of each method's calls): library %s (%s); raw %s (%s)",
 		what, num(lib.total), lib, num(raw.total), raw)
 	if e.moby != nil {
 		moby := e.calls.since(e.mobyNS, before[armMoby], n)
