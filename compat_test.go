@@ -203,6 +203,10 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 		return ctr, task
 	}
 	ctr, task := restore(consumed)
+	// Reconciliation can run between the engine's load and its Delete
+	// (the first subscription's, late on a loaded machine): it must leave
+	// an exit from before the load to the engine's Delete.
+	restarted.events.reconcile(tc.ctx)
 	st, err := task.Delete(tc.ctx)
 	if err != nil {
 		t.Fatal(err)

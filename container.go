@@ -133,11 +133,12 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 
 // Task returns the container's task without attaching to its IO.
 func (c *container) Task(ctx context.Context) (types.Task, error) {
+	loadedAt := time.Now()
 	t, err := c.c8dCtr.Task(c.client.withNamespace(ctx), nil)
 	if err != nil {
 		return nil, fmt.Errorf("task of container %s: %w", c.c8dCtr.ID(), wrapError(err))
 	}
-	c.client.events.store.observeLoaded(c.c8dCtr.ID(), t.Pid())
+	c.client.events.store.observeLoaded(c.c8dCtr.ID(), t.Pid(), loadedAt)
 	return &task{c8dTask: t, ctr: c}, nil
 }
 
@@ -153,6 +154,7 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 	handoff := newProcessHandoff()
 	defer handoff.abandon()
 	var tio *taskIO
+	loadedAt := time.Now()
 	t, err := c.c8dCtr.Task(ctx, func(fifos *cio.FIFOSet) (cio.IO, error) {
 		// containerd's set removes the FIFOs (and the bundle, if that
 		// empties it) on Close, which the IO does on error too: only an
@@ -176,7 +178,7 @@ func (c *container) AttachTask(ctx context.Context, attachStdio types.StdioCallb
 		return nil, fmt.Errorf("attach task %s: %w", id, wrapError(err))
 	}
 	handoff.created(t)
-	c.client.events.store.observeLoaded(id, t.Pid())
+	c.client.events.store.observeLoaded(id, t.Pid(), loadedAt)
 	return &task{c8dTask: t, ctr: c, io: tio}, nil
 }
 

@@ -55,7 +55,9 @@
 //	TaskDelete (someone else's delete)     running -> exited, delivered from the delete's
 //	                                       status; created -> no exit owed; then gone
 //	reconcile found stopped                running -> exited with containerd's status
-//	                                       (a different pid stopped: status unknown, 255)
+//	                                       (a different pid stopped: status unknown, 255);
+//	                                       a loaded task that exited before it was loaded:
+//	                                       exited without an event (its Status tells)
 //	reconcile found gone                   running -> exited, 255 with a NotFound Error
 //	exit 137 of the init process, to be    its memory cgroup is checked (task metrics,
 //	  delivered, no EventOOM delivered     bounded); if it recorded an OOM kill (the

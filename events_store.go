@@ -51,8 +51,10 @@ type incarnation struct {
 	// exitedAt is when it exited, once it has and containerd said when.
 	exitedAt time.Time
 	// loaded marks an incarnation the API found (Task, AttachTask) rather
-	// than saw being created or started.
-	loaded bool
+	// than saw being created or started; loadedAt is when (the local time
+	// before the call).
+	loaded   bool
+	loadedAt time.Time
 	// claimed marks an incarnation the API handed out to the engine.
 	claimed bool
 	// oomSynthesized marks an init incarnation whose exit was preceded by
@@ -154,6 +156,16 @@ func (s *processStore) apply(ev taskEvent) {
 			at = s.now()
 		}
 		deliver = s.get(procKey{ev.info.ContainerID, ev.info.ContainerID}).oom(at)
+	case ev.typ == types.EventExit && ev.synthesized && s.get(k).exitedBeforeLoad(ev.info.Pid, ev.info.ExitedAt):
+		// The engine loaded a task that had exited already: it learns
+		// that from the task's Status, as with moby, whose stream never
+		// carries an exit from before the engine came. Delivering it
+		// too would depend on whether reconciliation ran before the
+		// engine's Delete, and would make dockerd's restore handle the
+		// exit twice.
+		r := s.procs[k]
+		r.cur.phase, r.cur.exitedAt = phaseExited, ev.info.ExitedAt
+		deliver = false
 	case ev.typ == types.EventExit:
 		r := s.get(k)
 		oomOwed := ev.oomKilled && r.oomOwed(k, ev)
@@ -212,11 +224,12 @@ func (s *processStore) observeStart(containerID, processID string, pid uint32) {
 	r.claim(pid)
 }
 
-// observeLoaded records a task the API loaded (Task, AttachTask). Whether
-// it was started is not asked here, which would cost a round trip the
-// engine makes anyway: it counts as running (its exit is owed) until a
-// Status the engine asks for says it is only created.
-func (s *processStore) observeLoaded(containerID string, pid uint32) {
+// observeLoaded records a task the API loaded (Task, AttachTask) with a
+// call begun at at. Whether it was started is not asked here, which would
+// cost a round trip the engine makes anyway: it counts as running (its
+// exit is owed) until a Status the engine asks for says it is only
+// created, or reconciliation finds it exited before at.
+func (s *processStore) observeLoaded(containerID string, pid uint32, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.get(procKey{containerID, containerID})
@@ -225,7 +238,7 @@ func (s *processStore) observeLoaded(containerID string, pid uint32) {
 		return
 	}
 	if r.start(pid) {
-		r.cur.loaded = true
+		r.cur.loaded, r.cur.loadedAt = true, at
 	}
 }
 
@@ -427,6 +440,13 @@ func (r *procRecord) exitOf(pid uint32, exitedAt time.Time) exitKind {
 	default:
 		return exitStray
 	}
+}
+
+// exitedBeforeLoad reports whether an exit of pid at exitedAt is that of
+// the current incarnation, loaded by the API after it had exited.
+func (r *procRecord) exitedBeforeLoad(pid uint32, exitedAt time.Time) bool {
+	return r.cur.loaded && r.cur.phase == phaseRunning && pid == r.cur.pid &&
+		!exitedAt.IsZero() && exitedAt.Before(r.cur.loadedAt)
 }
 
 // exit records an exit of pid at exitedAt and reports whether it is to be

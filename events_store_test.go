@@ -176,6 +176,22 @@ func TestProcessStore(t *testing.T) {
 			api("observeLoaded", "c", 10),
 			step(deletedEv("c", 10), exit),
 		}},
+		{"a loaded task found exited before its load: the engine's Delete has it, no event", []storeStep{
+			{do: "observeLoaded", ev: createAt("", "c", 10, t0.Add(time.Second))},
+			step(reconciledExit("c", 10, t0)),
+			api("deleteStarted", "c", 10),
+			api("deleteDone", "c", 10),
+			step(deletedEv("c", 10)),
+		}},
+		{"a loaded task found exited after its load owes its exit", []storeStep{
+			{do: "observeLoaded", ev: createAt("", "c", 10, t0)},
+			step(reconciledExit("c", 10, t0.Add(time.Second)), exit),
+			step(exitAt("c", 10, t0.Add(time.Second))),
+		}},
+		{"a TaskExit from before the load is delivered, as moby's stream does", []storeStep{
+			{do: "observeLoaded", ev: createAt("", "c", 10, t0.Add(time.Second))},
+			step(exitAt("c", 10, t0), exit),
+		}},
 		{"a deleted container's late exit is deduplicated", []storeStep{
 			step(ev(start, "c", 10), start),
 			step(ev(exit, "c", 10), exit),

@@ -29,6 +29,14 @@ func exitAt(proc string, pid uint32, at time.Time) taskEvent {
 	return e
 }
 
+// reconciledExit is the exit of process proc, pid, at time at, as
+// reconciliation synthesizes it from a task it found stopped.
+func reconciledExit(proc string, pid uint32, at time.Time) taskEvent {
+	e := exitAt(proc, pid, at)
+	e.synthesized = true
+	return e
+}
+
 // createAt is an event of type typ of process proc, pid, that containerd
 // published at time at.
 func createAt(typ types.EventType, proc string, pid uint32, at time.Time) taskEvent {
@@ -67,7 +75,7 @@ func runStore(t *testing.T, s *processStore, emitted *[]taskEvent, steps []store
 		case "observeStart":
 			s.observeStart(i.ContainerID, i.ProcessID, i.Pid)
 		case "observeLoaded":
-			s.observeLoaded(i.ContainerID, i.Pid)
+			s.observeLoaded(i.ContainerID, i.Pid, st.ev.at)
 		case "createdStatus":
 			s.observeCreatedStatus(i.ContainerID, i.Pid)
 		case "deleteStarted":
