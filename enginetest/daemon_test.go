@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,6 +134,30 @@ func (c *containerd) start() error {
 }
 
 func (c *containerd) kill() error { return c.p.signalAndWait(syscall.SIGKILL, 10*time.Second) }
+
+// waitStopped waits until containerd lists none of the tasks with the
+// given host pids as running. A process that is gone may not have been
+// reaped by its shim yet: a dockerd that restores meanwhile would find its
+// task running and take another path than the one the scenario compares.
+func (c *containerd) waitStopped(d time.Duration, pids ...int) error {
+	return poll(d, func() (bool, error) {
+		out, err := exec.Command("ctr", "--address", c.sock, "-n", "moby", "tasks", "ls").CombinedOutput()
+		if err != nil {
+			return false, fmt.Errorf("ctr tasks ls: %v: %s", err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 3 || f[2] == "STOPPED" {
+				continue
+			}
+			if pid, err := strconv.Atoi(f[1]); err == nil && slices.Contains(pids, pid) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
 func (c *containerd) stop() error { return c.p.signalAndWait(syscall.SIGTERM, 30*time.Second) }
 
 // dockerd is one dockerd instance on private directories. With ctrd nil it

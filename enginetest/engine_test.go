@@ -386,6 +386,9 @@ func restartScenario(liveRestore bool, sig syscall.Signal) func(*testing.T, *env
 		if err := waitGone(30*time.Second, pids...); err != nil {
 			t.Fatalf("containers did not exit while dockerd was down: %v", err)
 		}
+		if err := ctrd.waitStopped(30*time.Second, pids...); err != nil {
+			t.Fatalf("containerd did not see the containers exit: %v", err)
+		}
 		d.start()
 
 		states, dies, settled := d.settle(since, names, 3*time.Second, 60*time.Second)

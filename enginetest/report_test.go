@@ -222,6 +222,12 @@ func writeReport(t *testing.T) {
 		return
 	}
 	t.Logf("report written to %s", path)
+	// Repeated last, where a truncated log still shows them.
+	for _, r := range report.rows {
+		if strings.HasPrefix(r.verdict, "**") {
+			t.Logf("%s %s %s: stock %q, ours %q: %s", r.flavor, r.scenario, r.key, r.stock, r.ours, r.verdict)
+		}
+	}
 	if doc := os.Getenv("ENGINE_DOC"); doc != "" {
 		if !filepath.IsAbs(doc) {
 			// Relative to the repository, where make runs; go test runs
