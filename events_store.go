@@ -14,8 +14,10 @@ import (
 // events to deliver, handed to emit in delivery order. Its states and
 // transitions are documented in the package doc ("Exits, exactly once").
 type processStore struct {
-	mu         sync.Mutex
-	procs      map[procKey]*procRecord
+	mu sync.Mutex
+	// procs holds the records by container, then process ID: deleting a
+	// container visits its own processes only.
+	procs      map[string]map[string]*procRecord
 	tombstones []tombstone // oldest first
 	// holds counts, per container, the deletes through the API in flight,
 	// and keeps the container's events that arrived meanwhile.
@@ -99,7 +101,7 @@ type pendingProcess struct {
 
 func newProcessStore(ttl time.Duration, max int, counters *eventCounters, emit func(taskEvent)) *processStore {
 	return &processStore{
-		procs:    make(map[procKey]*procRecord),
+		procs:    make(map[string]map[string]*procRecord),
 		holds:    make(map[string]*containerHold),
 		ttl:      ttl,
 		max:      max,
@@ -109,13 +111,32 @@ func newProcessStore(ttl time.Duration, max int, counters *eventCounters, emit f
 	}
 }
 
+// get returns the record of k, made if there is none.
 func (s *processStore) get(k procKey) *procRecord {
-	r := s.procs[k]
+	byProc := s.procs[k.containerID]
+	if byProc == nil {
+		byProc = make(map[string]*procRecord)
+		s.procs[k.containerID] = byProc
+	}
+	r := byProc[k.processID]
 	if r == nil {
 		r = &procRecord{}
-		s.procs[k] = r
+		byProc[k.processID] = r
 	}
 	return r
+}
+
+// lookup returns the record of k, nil if there is none.
+func (s *processStore) lookup(k procKey) *procRecord {
+	return s.procs[k.containerID][k.processID]
+}
+
+func (s *processStore) forget(k procKey) {
+	byProc := s.procs[k.containerID]
+	delete(byProc, k.processID)
+	if len(byProc) == 0 {
+		delete(s.procs, k.containerID)
+	}
 }
 
 // handle runs an event (from the stream, or synthesized) through the state
@@ -163,7 +184,7 @@ func (s *processStore) apply(ev taskEvent) {
 		// too would depend on whether reconciliation ran before the
 		// engine's Delete, and would make dockerd's restore handle the
 		// exit twice.
-		r := s.procs[k]
+		r := s.lookup(k)
 		r.cur.phase, r.cur.exitedAt = phaseExited, ev.info.ExitedAt
 		deliver = false
 	case ev.typ == types.EventExit:
@@ -197,7 +218,7 @@ func (s *processStore) oomCheckDue(ev taskEvent) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := procKey{ev.info.ContainerID, ev.info.ProcessID}
-	r := s.procs[k]
+	r := s.lookup(k)
 	if r == nil {
 		r = &procRecord{}
 	}
@@ -247,7 +268,7 @@ func (s *processStore) observeLoaded(containerID string, pid uint32, at time.Tim
 func (s *processStore) observeCreatedStatus(containerID string, pid uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.procs[procKey{containerID, containerID}]
+	r := s.lookup(procKey{containerID, containerID})
 	if r != nil && r.cur.pid == pid && r.cur.loaded && r.cur.phase == phaseRunning {
 		r.cur.phase = phaseCreated
 	}
@@ -259,7 +280,7 @@ func (s *processStore) observeCreatedStatus(containerID string, pid uint32) {
 func (s *processStore) claimed(containerID, processID string, pid uint32) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.procs[procKey{containerID, processID}]
+	r := s.lookup(procKey{containerID, processID})
 	return r != nil && pid != 0 && r.cur.pid == pid && r.cur.claimed
 }
 
@@ -309,10 +330,8 @@ func (s *processStore) deleteDone(containerID, processID string, pid uint32, con
 func (s *processStore) containerDeleted(containerID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, r := range s.procs {
-		if k.containerID == containerID {
-			s.bury(k, r)
-		}
+	for processID, r := range s.procs[containerID] {
+		s.bury(procKey{containerID, processID}, r)
 	}
 }
 
@@ -322,9 +341,11 @@ func (s *processStore) pending() []pendingProcess {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []pendingProcess
-	for k, r := range s.procs {
-		if r.cur.pid != 0 && r.cur.phase == phaseRunning && !r.gone {
-			out = append(out, pendingProcess{k.containerID, k.processID, r.cur.pid})
+	for containerID, byProc := range s.procs {
+		for processID, r := range byProc {
+			if r.cur.pid != 0 && r.cur.phase == phaseRunning && !r.gone {
+				out = append(out, pendingProcess{containerID, processID, r.cur.pid})
+			}
 		}
 	}
 	return out
@@ -334,7 +355,11 @@ func (s *processStore) pending() []pendingProcess {
 func (s *processStore) size() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.procs)
+	n := 0
+	for _, byProc := range s.procs {
+		n += len(byProc)
+	}
+	return n
 }
 
 func (s *processStore) bury(k procKey, r *procRecord) {
@@ -352,8 +377,9 @@ func (s *processStore) prune() {
 	now := s.now()
 	n := 0
 	for n < len(s.tombstones) && (len(s.tombstones)-n > s.max || now.Sub(s.tombstones[n].at) > s.ttl) {
-		if r := s.procs[s.tombstones[n].key]; r != nil && r.gone {
-			delete(s.procs, s.tombstones[n].key)
+		k := s.tombstones[n].key
+		if r := s.lookup(k); r != nil && r.gone {
+			s.forget(k)
 		}
 		n++
 	}

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
@@ -104,12 +107,36 @@ func mkfifo(p string) error {
 		}
 		return fmt.Errorf("create fifo %s: %w", p, fsError(err))
 	}
-	// Mkfifo applies the umask; make the mode exact.
+	if umaskKeepsOwnerBits() {
+		return nil
+	}
+	// Mkfifo applied a umask that masks owner bits; make the mode exact.
 	if err := os.Chmod(p, 0o600); err != nil {
 		_ = os.Remove(p)
 		return fmt.Errorf("chmod fifo %s: %w", p, fsError(err))
 	}
 	return nil
+}
+
+// umaskKeepsOwnerBits reports whether the process's umask, as read once
+// from /proc, leaves the owner's read and write bits alone, so that mkfifo
+// makes mode 0600 exactly and needs no chmod after it. Unknown (no /proc):
+// false. A umask changed later can only take bits away, which keeps the
+// FIFOs root only.
+var umaskKeepsOwnerBits = sync.OnceValue(readUmaskKeepsOwnerBits)
+
+func readUmaskKeepsOwnerBits() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return err == nil && mask&0o600 == 0
+		}
+	}
+	return false
 }
 
 // replaceStale replaces a leftover FIFO or symlink at p with a new FIFO; a
