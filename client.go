@@ -221,6 +221,11 @@ func (c *Client) untrackIO(t *taskIO) {
 // withNamespace puts the client's namespace in ctx: every call a Client and
 // its handles make is in that namespace, the one its events come from.
 func (c *Client) withNamespace(ctx context.Context) context.Context {
+	if ns, ok := namespaces.Namespace(ctx); ok && ns == c.ns {
+		// Already there (the engine's, or ours a level up): adding it
+		// again would copy the request metadata for nothing.
+		return ctx
+	}
 	return namespaces.WithNamespace(ctx, c.ns)
 }
 

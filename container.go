@@ -104,7 +104,7 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 	var tio *taskIO
 	createdAt := time.Now()
 	t, err := c.c8dCtr.NewTask(ctx, func(string) (cio.IO, error) {
-		fifos, err := newFIFOSet(c.client.logger.WithField("container", id), fifoCfg, taskExists)
+		fifos, err := newFIFOSet(fifoOwner{c.client.logger, id, ""}, fifoCfg, taskExists)
 		if err != nil {
 			return nil, err
 		}

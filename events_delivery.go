@@ -76,7 +76,11 @@ func (d *delivery) enqueue(ev taskEvent) {
 // deliver calls the Backend; with WithEventRetry it retries with backoff on
 // error while later events of the container wait in the queue.
 func (d *delivery) deliver(ev taskEvent) {
-	logger := d.logger.WithFields(log.Fields{"container": ev.info.ContainerID, "event": ev.typ, "process": ev.info.ProcessID})
+	// Made only when there is something to log: the common path is one
+	// call that succeeds.
+	logger := func() *log.Entry {
+		return d.logger.WithFields(log.Fields{"container": ev.info.ContainerID, "event": ev.typ, "process": ev.info.ProcessID})
+	}
 	backoff := d.opts.retryMinBackoff
 	for attempt := 1; ; attempt++ {
 		if d.abandoned() {
@@ -90,10 +94,10 @@ func (d *delivery) deliver(ev taskEvent) {
 		}
 		if attempt >= d.opts.retryAttempts {
 			d.counters.dropped.Add(1)
-			logger.WithError(err).WithField("attempts", attempt).Error("failed to process event")
+			logger().WithError(err).WithField("attempts", attempt).Error("failed to process event")
 			return
 		}
-		logger.WithError(err).WithField("attempt", attempt).Warn("failed to process event, retrying")
+		logger().WithError(err).WithField("attempt", attempt).Warn("failed to process event, retrying")
 		d.counters.retried.Add(1)
 		select {
 		case <-time.After(jitter(backoff)):

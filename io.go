@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"github.com/ctrkit/libcontainerd/types"
 )
@@ -67,6 +68,22 @@ func callStdio(attachStdio types.StdioCallback, dio *cio.DirectIO) (rio cio.IO, 
 		return nil, fmt.Errorf("stdio callback: %w", err)
 	}
 	return rio, nil
+}
+
+// fifoOwner names, for the log, the process a FIFO set is made for; the
+// log entry is made only when there is something to log.
+type fifoOwner struct {
+	logger      *log.Entry
+	containerID string
+	execID      string // "" for the init process
+}
+
+func (o fifoOwner) log() *log.Entry {
+	l := o.logger.WithField("container", o.containerID)
+	if o.execID != "" {
+		l = l.WithField("exec", o.execID)
+	}
+	return l
 }
 
 // processHandoff hands the process created with an IO over to the IO's

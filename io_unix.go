@@ -14,7 +14,6 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +44,7 @@ func fifoPaths(bundleDir, processID string, withStdin, withTerminal bool) cio.Co
 // replaced. A regular file or directory there, or a bundle directory that
 // is a symlink, is an error. On error the FIFOs made so far are removed and
 // what was in the way is left alone.
-func newFIFOSet(logger *log.Entry, cfg cio.Config, inUse func() error) (_ *cio.FIFOSet, retErr error) {
+func newFIFOSet(owner fifoOwner, cfg cio.Config, inUse func() error) (_ *cio.FIFOSet, retErr error) {
 	var paths []string
 	for _, p := range []string{cfg.Stdin, cfg.Stdout, cfg.Stderr} {
 		if p != "" {
@@ -60,7 +59,7 @@ func newFIFOSet(logger *log.Entry, cfg cio.Config, inUse func() error) (_ *cio.F
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
-			logger.WithError(err).Warn("failed to remove fifos")
+			owner.log().WithError(err).Warn("failed to remove fifos")
 			return err
 		}
 		return nil

@@ -11,7 +11,6 @@ import (
 
 	"github.com/Microsoft/go-winio"
 	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/containerd/log"
 )
 
 // fifoPaths returns the named pipes of process processID of the container
@@ -36,7 +35,7 @@ func fifoPaths(bundleDir, processID string, withStdin, withTerminal bool) cio.Co
 // newFIFOSet returns the pipe names of a new process as a set. Named pipes
 // exist only while they are listened on, so there is nothing on disk to
 // make, check or remove: a name in use makes newDirectIO fail.
-func newFIFOSet(_ *log.Entry, cfg cio.Config, _ func() error) (*cio.FIFOSet, error) {
+func newFIFOSet(_ fifoOwner, cfg cio.Config, _ func() error) (*cio.FIFOSet, error) {
 	return cio.NewFIFOSet(cfg, nil), nil
 }
 

@@ -249,7 +249,7 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 	fifoCfg := fifoPaths(bundle, processID, withStdin, spec.Terminal)
 	createdAt := time.Now()
 	p, err := t.c8dTask.Exec(ctx, processID, spec, func(string) (cio.IO, error) {
-		fifos, err := newFIFOSet(t.ctr.client.logger.WithField("container", ctrID).WithField("exec", processID), fifoCfg, execExists)
+		fifos, err := newFIFOSet(fifoOwner{t.ctr.client.logger, ctrID, processID}, fifoCfg, execExists)
 		if err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -31,7 +32,12 @@ func main() {
 	phases := flag.String("phases", "", "comma-separated phases to run (default all: "+strings.Join(benchrun.AllPhases, ",")+")")
 	doc := flag.String("doc", "../../../docs/benchmarks.md", `Markdown file to write each daemon's table into ("" to skip; the default is the repository's, seen from this directory)`)
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the benchmark process to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile of the benchmark process (every 4 KiB sampled) to this file")
 	flag.Parse()
+	if *memprofile != "" {
+		runtime.MemProfileRate = 4096
+		defer writeAllocs(*memprofile)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -77,5 +83,16 @@ func main() {
 	if failed {
 		pprof.StopCPUProfile()
 		os.Exit(1)
+	}
+}
+
+func writeAllocs(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "lcdbench: %v\n", err)
 	}
 }
