@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -219,6 +220,15 @@ func TestStopStartRestart(t *testing.T) {
 	shims := d.Shims()
 	if len(shims) != 1 {
 		t.Fatalf("shims serving the daemon: %v, want one", shims)
+	}
+	if under := containerdtest.ShimsUnder(filepath.Dir(d.Address)); !slices.Equal(under, shims) {
+		t.Fatalf("shims under the daemon's directory: %v, want %v", under, shims)
+	}
+	// A directory whose name is a prefix of the daemon's is another one.
+	if dir := filepath.Dir(d.Address); len(filepath.Base(dir)) > 1 {
+		if other := containerdtest.ShimsUnder(dir[:len(dir)-1]); len(other) != 0 {
+			t.Fatalf("shims under %s: %v, want none", dir[:len(dir)-1], other)
+		}
 	}
 
 	for _, tc := range []struct {

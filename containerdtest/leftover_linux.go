@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -150,6 +151,22 @@ func removeCgroup(dir string) error {
 // Shims returns the pids of shim processes serving the containerd at
 // address: their command line names its socket.
 func Shims(address string) []int {
+	return shimsWith(func(arg string) bool { return arg == address || arg == "unix://"+address })
+}
+
+// ShimsUnder returns the pids of shim processes serving a containerd whose
+// socket is somewhere under dir, such as the containerd an engine under
+// test started by itself.
+func ShimsUnder(dir string) []int {
+	prefix := filepath.Clean(dir) + "/"
+	return shimsWith(func(arg string) bool {
+		return strings.HasPrefix(strings.TrimPrefix(arg, "unix://"), prefix)
+	})
+}
+
+// shimsWith returns the pids of shim processes with an argument that
+// matches.
+func shimsWith(match func(arg string) bool) []int {
 	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
@@ -161,13 +178,9 @@ func Shims(address string) []int {
 		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
 			continue
 		}
-		for _, a := range args {
-			if a == address || a == "unix://"+address {
-				var pid int
-				if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid); err == nil {
-					pids = append(pids, pid)
-				}
-				break
+		if slices.ContainsFunc(args[1:], match) {
+			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+				pids = append(pids, pid)
 			}
 		}
 	}

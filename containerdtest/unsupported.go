@@ -33,3 +33,7 @@ func Leftovers(ns string) []string { return nil }
 // Shims returns the pids of shim processes serving the containerd at
 // address; off Linux there are none.
 func Shims(address string) []int { return nil }
+
+// ShimsUnder returns the pids of shim processes serving a containerd whose
+// socket is under dir; off Linux there are none.
+func ShimsUnder(dir string) []int { return nil }

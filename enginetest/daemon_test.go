@@ -355,34 +355,6 @@ func isZombie(pid int) bool {
 	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
-// shims returns the pids of containerd shims serving a containerd whose
-// socket lies under dir: their command line names that socket.
-func shims(dir string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
-			continue
-		}
-		for _, a := range args {
-			if strings.HasPrefix(a, dir+"/") {
-				pids = append(pids, pid)
-				break
-			}
-		}
-	}
-	return pids
-}
-
 // shimSocket is where a runc v2 shim of (address, namespace, id) listens:
 // containerd names it by a hash under /run/containerd/s (1.6 and 2.x alike).
 func shimSocket(address, ns, id string) string {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctrkit/libcontainerd/containerdtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -127,7 +128,7 @@ func (e *env) teardown() {
 	for _, pf := range pidfiles {
 		killPidFile(pf, "containerd")
 	}
-	for _, pid := range shims(e.dir) {
+	for _, pid := range containerdtest.ShimsUnder(e.dir) {
 		address, ns, id := shimArgs(pid)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		_ = waitGone(5*time.Second, pid)
@@ -478,7 +479,7 @@ func scenarioContainerdCrash(t *testing.T, e *env, r *result) {
 	r.same("docker rm -f of all", "exit %d, %d left", rmCode, len(strings.Fields(left)))
 	stopErr := d.stop()
 	r.require("dockerd shutdown", stopErr == nil, "clean exit", "%s", errText(stopErr))
-	checkShims(t, r, ctrd, shims(e.dir))
+	checkShims(t, r, ctrd, containerdtest.ShimsUnder(e.dir))
 }
 
 // scenarioChurn: short-lived containers are started one after another
@@ -557,7 +558,7 @@ func scenarioChurn(t *testing.T, e *env, r *result) {
 	r.same("containers left after docker rm -f", "%d", len(strings.Fields(left)))
 	stopErr := d.stop()
 	r.require("dockerd shutdown", stopErr == nil, "clean exit", "%s", errText(stopErr))
-	checkShims(t, r, ctrd, shims(e.dir))
+	checkShims(t, r, ctrd, containerdtest.ShimsUnder(e.dir))
 }
 
 // checkShims judges the shims left after everything was removed and

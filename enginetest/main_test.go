@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ctrkit/libcontainerd/containerdtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -205,7 +206,7 @@ func cleanup() {
 	for _, pf := range pidfiles {
 		killPidFile(pf, "containerd")
 	}
-	for _, pid := range shims(run.root) {
+	for _, pid := range containerdtest.ShimsUnder(run.root) {
 		address, ns, id := shimArgs(pid)
 		fmt.Fprintf(os.Stderr, "enginetest: cleanup: killing shim %d of %s\n", pid, id)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
