@@ -125,6 +125,16 @@ func (ct *counterTask) lastCount(t testing.TB) int {
 	return n[len(n)-1]
 }
 
+// startCounting opens a test with a counter container named after it,
+// once the counter has printed n values.
+func startCounting(t *testing.T, n int) (*testClient, *counterTask) {
+	t.Helper()
+	tc := newTestClient(t)
+	ct := tc.startCounter(t, testutil.ID(t), "")
+	ct.waitCount(t, 0, n)
+	return tc, ct
+}
+
 // waitCount waits until ct has printed at least n counter values after
 // the first offset bytes of its output, and returns them.
 func (ct *counterTask) waitCount(t testing.TB, offset, n int) []int {
@@ -157,6 +167,18 @@ func (tc *testClient) checkpoint(t testing.TB, ct *counterTask, dir string, exit
 	if err := ct.task.CreateCheckpoint(tc.ctx, dir, exit); err != nil {
 		t.Fatalf("checkpoint %s (exit=%v): %v%s", ct.id, exit, err, criuLog(err))
 	}
+}
+
+// checkpointImages checkpoints ct into a new directory, which it returns
+// once it holds CRIU's images and containerd holds nothing of the
+// checkpoint.
+func (tc *testClient) checkpointImages(t testing.TB, ct *counterTask, exit bool) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "checkpoint")
+	tc.checkpoint(t, ct, dir, exit)
+	assertCRIUImages(t, dir)
+	tc.assertNoCheckpointLeftovers(t)
+	return dir
 }
 
 // criuLog returns the errors in the CRIU log that an error of runc
@@ -239,16 +261,11 @@ func (tc *testClient) assertNothingLeft(t testing.TB) {
 // it is killed, one exit; nothing is left behind.
 func TestCheckpointCRIU(t *testing.T) {
 	eachCheckpointMode(t, func(t *testing.T, exit bool) {
-		tc := newTestClient(t)
-		orig := tc.startCounter(t, testutil.ID(t), "")
-		orig.waitCount(t, 0, 5)
+		tc, orig := startCounting(t, 5)
 		orig.roundTrip(t, "before")
 		before := orig.lastCount(t)
 
-		dir := filepath.Join(t.TempDir(), "checkpoint")
-		tc.checkpoint(t, orig, dir, exit)
-		assertCRIUImages(t, dir)
-		tc.assertNoCheckpointLeftovers(t)
+		dir := tc.checkpointImages(t, orig, exit)
 
 		if exit {
 			ev := tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
@@ -383,18 +400,13 @@ func TestCheckpointCRIURestoreRefused(t *testing.T) {
 // where it was paused too, running.
 func TestCheckpointCRIUPaused(t *testing.T) {
 	eachCheckpointMode(t, func(t *testing.T, exit bool) {
-		tc := newTestClient(t)
-		orig := tc.startCounter(t, testutil.ID(t), "")
-		orig.waitCount(t, 0, 3)
+		tc, orig := startCounting(t, 3)
 		if err := orig.task.Pause(tc.ctx); err != nil {
 			t.Fatal(err)
 		}
 		tc.backend.waitEvent(t, orig.id, types.EventPaused, "")
 
-		dir := filepath.Join(t.TempDir(), "checkpoint")
-		tc.checkpoint(t, orig, dir, exit)
-		assertCRIUImages(t, dir)
-		tc.assertNoCheckpointLeftovers(t)
+		dir := tc.checkpointImages(t, orig, exit)
 		if exit {
 			ev := tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
 			if ev.Pid != orig.task.Pid() || ev.ExitCode != 128+uint32(syscall.SIGKILL) {
@@ -445,9 +457,7 @@ const readerScript = `while read -r l; do echo "exec $l"; done`
 // pid) or keeps running with working stdio (leave-running).
 func TestCheckpointCRIUExec(t *testing.T) {
 	eachCheckpointMode(t, func(t *testing.T, exit bool) {
-		tc := newTestClient(t)
-		orig := tc.startCounter(t, testutil.ID(t), "")
-		orig.waitCount(t, 0, 3)
+		tc, orig := startCounting(t, 3)
 		var execOut capture
 		p, err := orig.task.Exec(tc.ctx, "reader", tc.processSpec(t, orig.id, "sh", "-c", readerScript), true, execOut.attach)
 		if err != nil {
@@ -462,10 +472,7 @@ func TestCheckpointCRIUExec(t *testing.T) {
 		}
 		echo("before")
 
-		dir := filepath.Join(t.TempDir(), "checkpoint")
-		tc.checkpoint(t, orig, dir, exit)
-		assertCRIUImages(t, dir)
-		tc.assertNoCheckpointLeftovers(t)
+		dir := tc.checkpointImages(t, orig, exit)
 		if exit {
 			for _, pr := range []struct {
 				id  string
@@ -636,9 +643,7 @@ func checkpointedCounter(t *testing.T) (tc *testClient, dir string, last int) {
 	t.Helper()
 	t.Parallel()
 	requireCRIU(t)
-	tc = newTestClient(t)
-	orig := tc.startCounter(t, testutil.ID(t), "")
-	orig.waitCount(t, 0, 3)
+	tc, orig := startCounting(t, 3)
 	dir = filepath.Join(t.TempDir(), "checkpoint")
 	tc.checkpoint(t, orig, dir, true)
 	tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)

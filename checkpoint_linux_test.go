@@ -49,6 +49,18 @@ func (tc *testClient) newCheckpointContainer(t testing.TB, id, rec string, args 
 	return ctr
 }
 
+// startCheckpointable opens a parallel test with a running task of the
+// fake runtime, which records in rec what it is asked to checkpoint and
+// restore.
+func startCheckpointable(t *testing.T) (tc *testClient, id, rec string, ctr types.Container, task types.Task) {
+	t.Parallel()
+	tc = newTestClient(t)
+	id, rec = testutil.ID(t), t.TempDir()
+	ctr = tc.newCheckpointContainer(t, id, rec, checkpointArgs)
+	task, _ = tc.startCheckpointTask(t, ctr, "")
+	return tc, id, rec, ctr, task
+}
+
 // startCheckpointTask creates and starts ctr's task from checkpointDir ("" for none)
 // and waits for its "started" line.
 func (tc *testClient) startCheckpointTask(t testing.TB, ctr types.Container, checkpointDir string) (types.Task, *capture) {
@@ -187,12 +199,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, exit := range []bool{true, false} {
 		t.Run("exit="+strconv.FormatBool(exit), func(t *testing.T) {
-			t.Parallel()
-			tc := newTestClient(t)
-			id := testutil.ID(t)
-			rec := t.TempDir()
-			ctr := tc.newCheckpointContainer(t, id, rec, checkpointArgs)
-			task, _ := tc.startCheckpointTask(t, ctr, "")
+			tc, id, rec, ctr, task := startCheckpointable(t)
 
 			dir := filepath.Join(t.TempDir(), "checkpoint")
 			if err := task.CreateCheckpoint(tc.ctx, dir, exit); err != nil {
@@ -245,9 +252,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 // several containers at once: each upload has its own ref, identical
 // content is shared, and every temporary blob is gone afterwards.
 func TestCheckpointRestoreConcurrent(t *testing.T) {
-	t.Parallel()
-	tc := newTestClient(t)
-	dir := writeFakeCheckpoint(t)
+	tc, dir := newUploadTest(t)
 	const n = 4
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -276,6 +281,13 @@ func TestCheckpointRestoreConcurrent(t *testing.T) {
 
 // writeFakeCheckpoint makes a checkpoint directory the fake runtime
 // accepts, without a checkpoint.
+// newUploadTest opens the tests of checkpoint uploads: a parallel test's
+// client and a checkpoint directory to upload.
+func newUploadTest(t *testing.T) (*testClient, string) {
+	t.Parallel()
+	return newTestClient(t), writeFakeCheckpoint(t)
+}
+
 func writeFakeCheckpoint(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -294,9 +306,7 @@ func writeFakeCheckpoint(t testing.TB) string {
 // already in the content store, owned by someone else: the upload uses it
 // (AlreadyExists is success) and its cleanup leaves it alone.
 func TestCheckpointUploadExistingBlob(t *testing.T) {
-	t.Parallel()
-	tc := newTestClient(t)
-	dir := writeFakeCheckpoint(t)
+	tc, dir := newUploadTest(t)
 	var buf bytes.Buffer
 	if err := archive.WriteDiff(tc.ctx, &buf, "", dir); err != nil {
 		t.Fatal(err)
@@ -348,9 +358,7 @@ func TestCheckpointUploadExistingBlob(t *testing.T) {
 // fails unless the upload holds the blob itself. The concurrent part runs
 // the same race many times over.
 func TestCheckpointUploadSharedContent(t *testing.T) {
-	t.Parallel()
-	tc := newTestClient(t)
-	dir := writeFakeCheckpoint(t)
+	tc, dir := newUploadTest(t)
 	cs := tc.c8dClient.ContentStore()
 	upload := func() (digest.Digest, func(), error) {
 		opt, cleanup, err := tc.uploadCheckpoint(tc.ctx, dir)
@@ -413,9 +421,7 @@ func TestCheckpointUploadSharedContent(t *testing.T) {
 // TestCheckpointUploadCancelled cancels an upload while its data is in
 // flight: the error says so and no ingest is left behind.
 func TestCheckpointUploadCancelled(t *testing.T) {
-	t.Parallel()
-	tc := newTestClient(t)
-	dir := writeFakeCheckpoint(t)
+	tc, dir := newUploadTest(t)
 	// A sparse file: large enough to be still uploading when seen.
 	f, err := os.Create(filepath.Join(dir, "pages-2.img"))
 	if err != nil {
@@ -565,12 +571,7 @@ func makeTraversable(t testing.TB, base string) {
 // each fails with its class before the task or containerd is touched,
 // changes nothing on disk and leaves nothing in containerd.
 func TestCheckpointBadInput(t *testing.T) {
-	t.Parallel()
-	tc := newTestClient(t)
-	id := testutil.ID(t)
-	rec := t.TempDir()
-	ctr := tc.newCheckpointContainer(t, id, rec, checkpointArgs)
-	task, _ := tc.startCheckpointTask(t, ctr, "")
+	tc, _, rec, ctr, task := startCheckpointable(t)
 	defer tc.removeCheckpointTask(t, ctr, task)
 
 	type check func(error) bool
