@@ -218,6 +218,7 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 
 	// Someone else deletes the other task: that exit reaches the engine.
 	ctr2, _ := restore(unconsumed)
+	restarted.events.reconcile(tc.ctx)
 	if _, err := tc.c8dTask(t, unconsumed).Delete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,8 @@
 //	reconcile found stopped                running -> exited with containerd's status
 //	                                       (a different pid stopped: status unknown, 255);
 //	                                       a loaded task that exited before it was loaded:
-//	                                       exited without an event (its Status tells)
+//	                                       no event (the engine's Status tells, its Delete
+//	                                       takes the status), still owed to a TaskDelete
 //	reconcile found gone                   running -> exited, 255 with a NotFound Error
 //	exit 137 of the init process, to be    its memory cgroup is checked (task metrics,
 //	  delivered, no EventOOM delivered     bounded); if it recorded an OOM kill (the

@@ -178,15 +178,15 @@ func (s *processStore) apply(ev taskEvent) {
 		}
 		deliver = s.get(procKey{ev.info.ContainerID, ev.info.ContainerID}).oom(at)
 	case ev.typ == types.EventExit && ev.synthesized && s.get(k).exitedBeforeLoad(ev.info.Pid, ev.info.ExitedAt):
-		// The engine loaded a task that had exited already: it learns
-		// that from the task's Status, as with moby, whose stream never
-		// carries an exit from before the engine came. Delivering it
-		// too would depend on whether reconciliation ran before the
-		// engine's Delete, and would make dockerd's restore handle the
-		// exit twice.
-		r := s.lookup(k)
-		r.cur.phase, r.cur.exitedAt = phaseExited, ev.info.ExitedAt
-		deliver = false
+		// Reconciliation found stopped a task the engine loaded after it
+		// had exited. The engine learns that from the task's Status and
+		// takes the exit status with its Delete, as with moby, whose
+		// stream never carries an exit from before the engine came;
+		// delivering it here would depend on whether reconciliation ran
+		// before that Delete (dockerd's restore would handle the exit
+		// twice). It stays owed: a TaskDelete of someone else's still
+		// delivers it.
+		return
 	case ev.typ == types.EventExit:
 		r := s.get(k)
 		oomOwed := ev.oomKilled && r.oomOwed(k, ev)

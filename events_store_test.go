@@ -183,6 +183,13 @@ func TestProcessStore(t *testing.T) {
 			api("deleteDone", "c", 10),
 			step(deletedEv("c", 10)),
 		}},
+		{"a loaded task found exited before its load, then deleted by someone else: delivered once", []storeStep{
+			{do: "observeLoaded", ev: createAt("", "c", 10, t0.Add(time.Second))},
+			step(reconciledExit("c", 10, t0)),
+			step(reconciledExit("c", 10, t0)),
+			step(deletedEv("c", 10), exit),
+			step(reconciledExit("c", 10, t0)),
+		}},
 		{"a loaded task found exited after its load owes its exit", []storeStep{
 			{do: "observeLoaded", ev: createAt("", "c", 10, t0)},
 			step(reconciledExit("c", 10, t0.Add(time.Second)), exit),
