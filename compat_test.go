@@ -218,6 +218,14 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 
 	// Someone else deletes the other task: that exit reaches the engine.
 	ctr2, _ := restore(unconsumed)
+	t.Cleanup(func() {
+		if t.Failed() {
+			s := restarted.events.store
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			t.Logf("record of %s: %+v; metrics %+v", unconsumed, s.lookup(procKey{unconsumed, unconsumed}), restarted.Metrics())
+		}
+	})
 	restarted.events.reconcile(tc.ctx)
 	if _, err := tc.c8dTask(t, unconsumed).Delete(tc.ctx); err != nil {
 		t.Fatal(err)
