@@ -13,6 +13,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
@@ -230,9 +231,16 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 	if _, err := tc.c8dTask(t, unconsumed).Delete(tc.ctx); err != nil {
 		t.Fatal(err)
 	}
+	// containerd 2.4 loses the TaskDelete of some deletes (measured: 6 of
+	// 60, 0 of 60 on 1.6): the shim shuts down before it has published
+	// it. Then the exit comes from the next reconciliation, as gone.
+	restarted.events.reconcile(tc.ctx)
 	b := restarted.backend
-	if exit := b.waitEvent(t, unconsumed, types.EventExit, unconsumed); exit.Pid != pids[unconsumed] || exit.ExitCode != 137 {
-		t.Fatalf("exit of the unconsumed task %+v, want pid %d code 137", exit, pids[unconsumed])
+	exit := b.waitEvent(t, unconsumed, types.EventExit, unconsumed)
+	fromDelete := exit.ExitCode == 137 && exit.Error == nil
+	gone := exit.ExitCode == 255 && errdefs.IsNotFound(exit.Error)
+	if exit.Pid != pids[unconsumed] || !fromDelete && !gone {
+		t.Fatalf("exit of the unconsumed task %+v, want pid %d, code 137 (TaskDelete) or 255 NotFound (reconciled)", exit, pids[unconsumed])
 	}
 	// Run one more incarnation so that any second copy would be there.
 	restarted.assertNoExitBefore(t, ctr2, 0)

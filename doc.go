@@ -54,6 +54,8 @@
 //	                                       failure: the held events go on in order
 //	TaskDelete (someone else's delete)     running -> exited, delivered from the delete's
 //	                                       status; created -> no exit owed; then gone
+//	                                       (containerd 2.4 loses some TaskDeletes: then
+//	                                       the next reconciliation finds it gone)
 //	reconcile found stopped                running -> exited with containerd's status
 //	                                       (a different pid stopped: status unknown, 255);
 //	                                       a loaded task that exited before it was loaded:
