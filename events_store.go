@@ -249,7 +249,8 @@ func (s *processStore) observeStart(containerID, processID string, pid uint32) {
 // call begun at at. Whether it was started is not asked here, which would
 // cost a round trip the engine makes anyway: it counts as running (its
 // exit is owed) until a Status the engine asks for says it is only
-// created, or reconciliation finds it exited before at.
+// created. An exit from before at is not synthesized by reconciliation
+// (see apply).
 func (s *processStore) observeLoaded(containerID string, pid uint32, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
