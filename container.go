@@ -229,7 +229,7 @@ func (c *container) deleteUnclaimedTask(ctx context.Context) error {
 		return wrapError(err)
 	}
 	if st.Status != containerd.Created || c.client.events.store.claimed(id, id, t.Pid()) {
-		return fmt.Errorf("task of container %s is %s and was handed out: %w", id, st.Status, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("task of container %s is %s or was handed out: the engine's to delete: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(wrapError(err)) {
 		return wrapError(err)

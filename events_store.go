@@ -177,15 +177,7 @@ func (s *processStore) apply(ev taskEvent) {
 			at = s.now()
 		}
 		deliver = s.get(procKey{ev.info.ContainerID, ev.info.ContainerID}).oom(at)
-	case ev.typ == types.EventExit && ev.synthesized && s.get(k).exitedBeforeLoad(ev.info.Pid, ev.info.ExitedAt):
-		// Reconciliation found stopped a task the engine loaded after it
-		// had exited. The engine learns that from the task's Status and
-		// takes the exit status with its Delete, as with moby, whose
-		// stream never carries an exit from before the engine came;
-		// delivering it here would depend on whether reconciliation ran
-		// before that Delete (dockerd's restore would handle the exit
-		// twice). It stays owed: a TaskDelete of someone else's still
-		// delivers it.
+	case s.withheld(k, ev):
 		return
 	case ev.typ == types.EventExit:
 		r := s.get(k)
@@ -218,6 +210,9 @@ func (s *processStore) oomCheckDue(ev taskEvent) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := procKey{ev.info.ContainerID, ev.info.ProcessID}
+	if s.withheld(k, ev) {
+		return false
+	}
 	r := s.lookup(k)
 	if r == nil {
 		r = &procRecord{}
@@ -250,7 +245,7 @@ func (s *processStore) observeStart(containerID, processID string, pid uint32) {
 // cost a round trip the engine makes anyway: it counts as running (its
 // exit is owed) until a Status the engine asks for says it is only
 // created. An exit from before at is not synthesized by reconciliation
-// (see apply).
+// (see withheld).
 func (s *processStore) observeLoaded(containerID string, pid uint32, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -467,6 +462,22 @@ func (r *procRecord) exitOf(pid uint32, exitedAt time.Time) exitKind {
 	default:
 		return exitStray
 	}
+}
+
+// withheld reports whether ev is an exit that reconciliation found of a
+// task the engine loaded after it had exited. The engine learns that from
+// the task's Status and takes the exit status with its Delete, as with
+// moby, whose stream never carries an exit from before the engine came;
+// delivering it would depend on whether reconciliation ran before that
+// Delete (dockerd's restore would handle the exit twice). It is not
+// delivered and stays owed: a TaskDelete of someone else's still delivers
+// it, and it needs no OOM check.
+func (s *processStore) withheld(k procKey, ev taskEvent) bool {
+	if ev.typ != types.EventExit || !ev.synthesized || ev.deleted {
+		return false
+	}
+	r := s.lookup(k)
+	return r != nil && r.exitedBeforeLoad(ev.info.Pid, ev.info.ExitedAt)
 }
 
 // exitedBeforeLoad reports whether an exit of pid at exitedAt is that of
