@@ -31,6 +31,10 @@ type clientOptions struct {
 	closePolicy     ClosePolicy
 	tombstoneTTL    time.Duration
 	tombstoneMax    int
+	// loseStreamEvent, set by tests only, drops the stream's events it
+	// returns true for, as containerd 2.x loses the TaskExit and
+	// TaskDelete of a task whose shim shuts down right after its delete.
+	loseStreamEvent func(taskEvent) bool
 }
 
 func defaultClientOptions() clientOptions {

@@ -4,10 +4,12 @@ package libcontainerd
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -218,11 +220,30 @@ func TestContainerDeleteNoClean(t *testing.T) {
 	}
 }
 
-// TestReplaceContainer replaces a container whose task runs.
+// TestReplaceContainer replaces a container whose task runs: the replaced
+// task's exit reaches the Backend once, also when the stream loses the
+// TaskExit and TaskDelete that would carry it (as containerd 2.x does when
+// the shim shuts down right after the delete).
 func TestReplaceContainer(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	for _, lost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("events-lost=%v", lost), func(t *testing.T) {
+			t.Parallel()
+			testReplaceContainer(t, lost)
+		})
+	}
+}
+
+func testReplaceContainer(t *testing.T, exitEventsLost bool) {
+	id := testutil.ID(t)
+	var lostPid atomic.Uint32 // the stream loses the exit and delete of this one
+	tc := newTestClient(t, withLostStreamEvents(func(ev taskEvent) bool {
+		return ev.info.ContainerID == id && ev.info.Pid == lostPid.Load() && (ev.deleted || ev.typ == types.EventExit)
+	}))
 	ctr, oldTask, old := tc.run(t, id, false, []string{"sleep", "3600"})
+	if exitEventsLost {
+		lostPid.Store(oldTask.Pid())
+	}
 
 	ctr, err := ReplaceContainer(tc.ctx, tc.Client, id, tc.spec(t, id, []string{"echo", "replaced"}), runcShim, &runcoptions.Options{})
 	if err != nil {
@@ -239,6 +260,9 @@ func TestReplaceContainer(t *testing.T) {
 	}
 	tc.backend.waitExit(t, id, task.Pid())
 	tc.remove(t, ctr, task)
+	if n := len(exitsOfPid(tc.backend.all(), id, oldTask.Pid())); n != 1 {
+		t.Fatalf("%d exits of the replaced task, want 1", n)
+	}
 
 	// Without a stale container, ReplaceContainer just creates.
 	ctr, err = ReplaceContainer(tc.ctx, tc.Client, id, tc.spec(t, id, []string{"true"}), runcShim, &runcoptions.Options{})

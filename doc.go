@@ -56,6 +56,9 @@
 //	                                       status; created -> no exit owed; then gone
 //	                                       (containerd 2.4 loses some TaskDeletes: then
 //	                                       the next reconciliation finds it gone)
+//	a delete the client makes on its own   as a TaskDelete, from the status containerd
+//	  (ReplaceContainer, a deferred        returned: delivered even when the stream
+//	  delete completed)                    loses the task's TaskExit and TaskDelete
 //	reconcile found stopped                running -> exited with containerd's status
 //	                                       (a different pid stopped: status unknown, 255);
 //	                                       a loaded task that exited before it was loaded:

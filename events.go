@@ -170,6 +170,9 @@ func (m *eventMonitor) handleEnvelope(ctx context.Context, env *events.Envelope)
 		return
 	}
 	ev.at = env.Timestamp
+	if m.opts.loseStreamEvent != nil && m.opts.loseStreamEvent(ev) {
+		return
+	}
 	m.counters.received.Add(1)
 	m.checkOOM(ctx, &ev)
 	m.store.handle(ev)
@@ -189,4 +192,21 @@ func (m *eventMonitor) deleteThroughAPI(containerID, processID string, pid uint3
 		m.deletes.deferIfUnavailable(what, err, retry)
 	}
 	return err
+}
+
+// deletedUnseen records a delete of incarnation pid of (containerID,
+// processID) that the client made on its own behalf (ReplaceContainer's, a
+// deferred delete completed), which returned st. Nobody receives that
+// status, so the exit is delivered from it unless it was delivered
+// already: the TaskExit and TaskDelete that would carry it can be lost
+// (containerd 2.x drops the events of a shim that shuts down right after
+// the delete).
+func (m *eventMonitor) deletedUnseen(containerID, processID string, pid uint32, st *containerd.ExitStatus) {
+	if st == nil || pid == 0 {
+		return
+	}
+	m.store.handle(taskEvent{deleted: true, info: types.EventInfo{
+		ContainerID: containerID, ProcessID: processID, Pid: pid,
+		ExitCode: st.ExitCode(), ExitedAt: st.ExitTime(),
+	}})
 }

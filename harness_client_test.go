@@ -71,6 +71,12 @@ func (e testEnv) client(t testing.TB, stateDir string, b *recordingBackend, opts
 	return &testClient{Client: c, ctx: e.ctx, ns: e.ns, stateDir: stateDir, backend: b, daemon: e.daemon}
 }
 
+// withLostStreamEvents makes the client's event stream lose the events
+// lose returns true for, as containerd loses some.
+func withLostStreamEvents(lose func(taskEvent) bool) Option {
+	return func(o *clientOptions) { o.loseStreamEvent = lose }
+}
+
 // newTestClient is a client on the shared daemon.
 func newTestClient(t *testing.T, opts ...Option) *testClient {
 	t.Helper()

@@ -48,7 +48,9 @@ func (p *process) Delete(ctx context.Context) (*containerd.ExitStatus, error) {
 	ctrID, id := p.ctr.c8dCtr.ID(), p.c8dProc.ID()
 	var status *containerd.ExitStatus
 	retry := func(ctx context.Context) error {
-		return retryDelete(p.ctr.client.withNamespace(ctx), p.c8dProc)
+		st, err := retryDelete(p.ctr.client.withNamespace(ctx), p.c8dProc)
+		p.ctr.client.events.deletedUnseen(ctrID, id, p.c8dProc.Pid(), st)
+		return err
 	}
 	err := p.ctr.client.events.deleteThroughAPI(ctrID, id, p.c8dProc.Pid(), deleteTarget{containerID: ctrID, processID: id}, retry, func() error {
 		s, err := p.c8dProc.Delete(p.ctr.client.withNamespace(ctx))

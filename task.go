@@ -131,11 +131,16 @@ func (t *task) ForceDelete(ctx context.Context) error {
 // ReplaceContainer replaces. The engine gets no exit status from it, so the
 // exit is delivered as an event, as with moby.
 func (t *task) forceDeleteStale(ctx context.Context) error {
-	_, err := t.c8dTask.Delete(t.ctx(ctx), containerd.WithProcessKill)
-	if err == nil && t.io != nil {
+	st, err := t.c8dTask.Delete(t.ctx(ctx), containerd.WithProcessKill)
+	if err != nil {
+		return t.errorf("force delete", err)
+	}
+	id := t.c8dTask.ID()
+	t.ctr.client.events.deletedUnseen(id, id, t.c8dTask.Pid(), st)
+	if t.io != nil {
 		t.io.markDeleted()
 	}
-	return t.errorf("force delete", err)
+	return nil
 }
 
 // Status returns the task's status.
@@ -160,7 +165,9 @@ func (t *task) delete(ctx context.Context, op string, opts ...containerd.Process
 	id := t.c8dTask.ID()
 	var status *containerd.ExitStatus
 	retry := func(ctx context.Context) error {
-		return retryDelete(t.ctx(ctx), t.c8dTask, opts...)
+		st, err := retryDelete(t.ctx(ctx), t.c8dTask, opts...)
+		t.ctr.client.events.deletedUnseen(id, id, t.c8dTask.Pid(), st)
+		return err
 	}
 	err := t.ctr.client.events.deleteThroughAPI(id, id, t.c8dTask.Pid(), deleteTarget{containerID: id}, retry, func() error {
 		s, err := t.c8dTask.Delete(t.ctx(ctx), opts...)
@@ -178,20 +185,22 @@ func (t *task) delete(ctx context.Context, op string, opts ...containerd.Process
 
 // retryDelete completes a delete of p that failed while containerd was
 // unavailable: the process is deleted unless it is gone or runs again.
-func retryDelete(ctx context.Context, p containerd.Process, opts ...containerd.ProcessDeleteOpts) error {
+// It returns the exit status of the delete it made (nil: none).
+func retryDelete(ctx context.Context, p containerd.Process, opts ...containerd.ProcessDeleteOpts) (*containerd.ExitStatus, error) {
 	st, err := p.Status(ctx)
 	switch err = wrapError(err); {
 	case errdefs.IsNotFound(err):
-		return nil
+		return nil, nil
 	case err != nil:
-		return err
+		return nil, err
 	case st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing:
-		return fmt.Errorf("%s is %s again: %w", p.ID(), st.Status, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("%s is %s again: %w", p.ID(), st.Status, errdefs.ErrFailedPrecondition)
 	}
-	if _, err := p.Delete(ctx, opts...); err != nil && !errdefs.IsNotFound(wrapError(err)) {
-		return wrapError(err)
+	exit, err := p.Delete(ctx, opts...)
+	if err = wrapError(err); err != nil && !errdefs.IsNotFound(err) {
+		return nil, err
 	}
-	return nil
+	return exit, nil
 }
 
 // Exec creates and starts exec processID in the task with FIFOs in the
