@@ -280,6 +280,16 @@ func (s *processStore) claimed(containerID, processID string, pid uint32) bool {
 	return r != nil && pid != 0 && r.cur.pid == pid && r.cur.claimed
 }
 
+// exitDelivered reports whether the exit of incarnation pid of the process
+// reached the engine as an event, the process not being deleted since:
+// containerd has it, stopped, unless someone else deleted it meanwhile.
+func (s *processStore) exitDelivered(containerID, processID string, pid uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.lookup(procKey{containerID, processID})
+	return r != nil && pid != 0 && r.cur.pid == pid && r.cur.phase == phaseExited && !r.gone
+}
+
 // deleteStarted is called before a delete through the API: the container's
 // events wait until deleteDone settles it.
 func (s *processStore) deleteStarted(containerID string) {

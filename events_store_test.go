@@ -238,6 +238,33 @@ func TestProcessStorePending(t *testing.T) {
 	}
 }
 
+// TestProcessStoreExitDelivered checks when a delete may skip containerd's
+// status check: only for the incarnation whose exit event was delivered,
+// until it is deleted.
+func TestProcessStoreExitDelivered(t *testing.T) {
+	s, _ := newTestStore()
+	delivered := func(when string, pid uint32, want bool) {
+		t.Helper()
+		if got := s.exitDelivered("c", "c", pid); got != want {
+			t.Fatalf("%s: exitDelivered(pid %d) = %v, want %v", when, pid, got, want)
+		}
+	}
+	delivered("unknown process", 10, false)
+	s.observeCreate("c", "c", 10, time.Time{})
+	s.observeStart("c", "c", 10)
+	delivered("running", 10, false)
+	s.handle(ev(types.EventExit, "c", 10))
+	delivered("exit delivered", 10, true)
+	delivered("another pid", 11, false)
+	s.deleteStarted("c")
+	s.deleteDone("c", "c", 10, true)
+	delivered("deleted", 10, false)
+
+	s.observeStart("c", "c", 12)
+	s.handle(deletedEv("c", 12))
+	delivered("exit delivered from someone else's delete", 12, false)
+}
+
 // TestProcessStoreBounded checks that deleted processes are forgotten
 // after the TTL and beyond the bound, so that the bookkeeping does not
 // grow with the number of containers a daemon ever ran.

@@ -5,8 +5,11 @@ package libcontainerd
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -20,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc"
 
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
@@ -365,4 +369,135 @@ func TestLifecycleEvents(t *testing.T) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
 	assertEmptyDir(t, tc.stateDir)
+}
+
+// methodCounter counts the unary requests of a containerd client by method.
+type methodCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *methodCounter) dialOpt() grpc.DialOption {
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		c.mu.Lock()
+		c.n[method]++
+		c.mu.Unlock()
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+}
+
+// during returns the requests f made, by service and method
+// ("Tasks/Get").
+func (c *methodCounter) during(f func()) map[string]int {
+	c.mu.Lock()
+	c.n = make(map[string]int)
+	c.mu.Unlock()
+	f()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.n))
+	for m, n := range c.n {
+		out[m[strings.LastIndex(m, ".")+1:]] = n
+	}
+	return out
+}
+
+// TestDeleteAfterExitEvent deletes a task and an exec whose exit events
+// the engine had: each delete is one request to containerd, without the
+// status request containerd's client makes first, and the output written
+// before the exit is all there. When the stream lost the exit, the delete
+// asks containerd for the status first, as containerd's client does.
+func TestDeleteAfterExitEvent(t *testing.T) {
+	t.Parallel()
+	for _, lost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("exit-events-lost=%v", lost), func(t *testing.T) {
+			t.Parallel()
+			testDeleteAfterExitEvent(t, lost)
+		})
+	}
+}
+
+func testDeleteAfterExitEvent(t *testing.T, exitsLost bool) {
+	d := testutil.Shared(t)
+	calls := &methodCounter{n: make(map[string]int)}
+	env := newTestEnv(t, d)
+	env.cli = d.Client(t, containerd.WithExtraDialOpts([]grpc.DialOption{calls.dialOpt()}))
+	tc := env.client(t, t.TempDir(), newRecordingBackend(), withLostStreamEvents(func(ev taskEvent) bool {
+		return exitsLost && ev.typ == types.EventExit
+	}))
+	id := testutil.ID(t)
+	wantStatus := map[string]int{}
+	if exitsLost {
+		wantStatus["Tasks/Get"] = 1
+	}
+	// Without the exit event, the test learns from containerd that the
+	// process stopped.
+	stopped := func(p containerd.Process) {
+		t.Helper()
+		if exitsLost {
+			eventually(t, p.ID()+" stopped", func() (bool, string) {
+				s, err := p.Status(tc.ctx)
+				return err == nil && s.Status == containerd.Stopped, fmt.Sprintf("status %v, error %v", s.Status, err)
+			})
+		}
+	}
+	ctr, tk, out := tc.run(t, id, false, []string{"sh", "-c", "sleep 3600 & wait"})
+
+	p, execOut := tc.exec(t, tk, "lines", false, "seq", "1", "20000")
+	stopped(p.(*process).c8dProc)
+	if !exitsLost {
+		tc.backend.waitEvent(t, id, types.EventExit, "lines")
+	}
+	var st *containerd.ExitStatus
+	got := calls.during(func() {
+		var err error
+		if st, err = p.Delete(tc.ctx); err != nil {
+			t.Fatalf("delete exec: %v", err)
+		}
+	})
+	if want := mergeCounts(wantStatus, map[string]int{"Tasks/DeleteProcess": 1}); !maps.Equal(got, want) {
+		t.Errorf("delete of the exec made requests %v, want %v", got, want)
+	}
+	if st.ExitCode() != 0 || st.ExitTime().IsZero() {
+		t.Errorf("exit status of the exec: code %d at %v", st.ExitCode(), st.ExitTime())
+	}
+	if stdout, _ := execOut.wait(t); len(stdout) != 108894 || !strings.HasSuffix(stdout, "\n20000\n") {
+		t.Errorf("exec output: %d bytes ending %q", len(stdout), stdout[max(0, len(stdout)-10):])
+	}
+
+	if err := tk.Kill(tc.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	stopped(tk.(*task).c8dTask)
+	if !exitsLost {
+		tc.backend.waitEvent(t, id, types.EventExit, id)
+	}
+	got = calls.during(func() {
+		var err error
+		if st, err = tk.Delete(tc.ctx); err != nil {
+			t.Fatalf("delete task: %v", err)
+		}
+	})
+	if want := mergeCounts(wantStatus, map[string]int{"Tasks/Delete": 1}); !maps.Equal(got, want) {
+		t.Errorf("delete of the task made requests %v, want %v", got, want)
+	}
+	if st.ExitCode() != 137 {
+		t.Errorf("exit status of the task: %d, want 137", st.ExitCode())
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	out.wait(t)
+	if n := len(exitsOf(tc.backend.all(), id)); exitsLost && n != 0 {
+		t.Errorf("%d exit events after the engine's deletes, want none", n)
+	}
+}
+
+// mergeCounts returns the sum of the counts a and b.
+func mergeCounts(a, b map[string]int) map[string]int {
+	out := maps.Clone(a)
+	for k, n := range b {
+		out[k] += n
+	}
+	return out
 }
