@@ -4,7 +4,6 @@ package libcontainerd
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -226,12 +225,7 @@ func TestContainerDeleteNoClean(t *testing.T) {
 // the shim shuts down right after the delete).
 func TestReplaceContainer(t *testing.T) {
 	t.Parallel()
-	for _, lost := range []bool{false, true} {
-		t.Run(fmt.Sprintf("events-lost=%v", lost), func(t *testing.T) {
-			t.Parallel()
-			testReplaceContainer(t, lost)
-		})
-	}
+	withAndWithoutLostEvents(t, testReplaceContainer)
 }
 
 func testReplaceContainer(t *testing.T, exitEventsLost bool) {

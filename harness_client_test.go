@@ -4,6 +4,7 @@ package libcontainerd
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -75,6 +76,18 @@ func (e testEnv) client(t testing.TB, stateDir string, b *recordingBackend, opts
 // lose returns true for, as containerd loses some.
 func withLostStreamEvents(lose func(taskEvent) bool) Option {
 	return func(o *clientOptions) { o.loseStreamEvent = lose }
+}
+
+// withAndWithoutLostEvents runs test twice, as parallel subtests: with
+// lost false, and with lost true, where it makes its client lose events
+// (withLostStreamEvents).
+func withAndWithoutLostEvents(t *testing.T, test func(t *testing.T, lost bool)) {
+	for _, lost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("events-lost=%v", lost), func(t *testing.T) {
+			t.Parallel()
+			test(t, lost)
+		})
+	}
 }
 
 // newTestClient is a client on the shared daemon.

@@ -409,12 +409,7 @@ func (c *methodCounter) during(f func()) map[string]int {
 // asks containerd for the status first, as containerd's client does.
 func TestDeleteAfterExitEvent(t *testing.T) {
 	t.Parallel()
-	for _, lost := range []bool{false, true} {
-		t.Run(fmt.Sprintf("exit-events-lost=%v", lost), func(t *testing.T) {
-			t.Parallel()
-			testDeleteAfterExitEvent(t, lost)
-		})
-	}
+	withAndWithoutLostEvents(t, testDeleteAfterExitEvent)
 }
 
 func testDeleteAfterExitEvent(t *testing.T, exitsLost bool) {
