@@ -150,9 +150,9 @@ func oomsThenExits(pids []uint32) []string {
 // publishedOOMs records, apart from any client, the TaskCreates, TaskOOMs
 // and init TaskExits containerd publishes in a namespace, in its order:
 // the oracle of what the engine must get. containerd's shim can publish
-// two TaskOOMs for one OOM kill (the kernel signals the cgroup's OOM
-// eventfd on every OOM invocation, and the dying victim can invoke it
-// again; 2 of 144 kills here under load, 1.4 and 3.3 ms apart). moby's copy
+// two TaskOOMs for one OOM kill: it publishes one per wakeup of the
+// cgroup's OOM notification, which can come more than once for one kill
+// (2 of 144 kills here under load, 1.4 and 3.3 ms apart). moby's copy
 // delivers every TaskOOM, and so does the client; what it adds is one
 // EventOOM where containerd published none before the exit.
 type publishedOOMs struct {
