@@ -8,6 +8,7 @@ import (
 	apievents "github.com/containerd/containerd/api/events"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 
@@ -178,19 +179,30 @@ func (m *eventMonitor) handleEnvelope(ctx context.Context, env *events.Envelope)
 	m.store.handle(ev)
 }
 
-// deleteThroughAPI runs del, a delete of process (containerID, processID)
-// the engine asked for, so that the exit status it returns counts as
-// delivered: the container's events wait while it runs, and on success
-// that incarnation gets no exit event from any source. A delete that failed
-// because containerd was unavailable is completed later by retry (nil: not
-// retried), once containerd serves again.
-func (m *eventMonitor) deleteThroughAPI(containerID, processID string, pid uint32, what deleteTarget, retry func(context.Context) error, del func() error) error {
+// deleteThroughAPI runs del, a delete the engine asked for of p, the task
+// or an exec of container containerID, so that the exit status it returns
+// counts as delivered: the container's events wait while it runs, and on
+// success that incarnation gets no exit event from any source. A delete
+// that failed because containerd was unavailable is completed later (with
+// opts), once containerd serves again; nobody gets the status of that
+// one, which delivers the exit if it is still owed.
+func (m *eventMonitor) deleteThroughAPI(containerID string, p containerd.Process, del func() error, opts ...containerd.ProcessDeleteOpts) error {
+	processID, pid := p.ID(), p.Pid() // a task's ID is its container's
 	m.store.deleteStarted(containerID)
 	err := del()
 	m.store.deleteDone(containerID, processID, pid, err == nil)
-	if err != nil && retry != nil {
-		m.deletes.deferIfUnavailable(what, err, retry)
+	if err == nil {
+		return nil
 	}
+	what := deleteTarget{containerID: containerID}
+	if processID != containerID {
+		what.processID = processID
+	}
+	m.deletes.deferIfUnavailable(what, err, func(ctx context.Context) error {
+		st, err := retryDelete(namespaces.WithNamespace(ctx, m.ns), p, opts...)
+		m.deletedUnseen(containerID, processID, pid, st)
+		return err
+	})
 	return err
 }
 

@@ -2,9 +2,11 @@ package libcontainerd
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 )
@@ -135,4 +137,24 @@ func (t deleteTarget) String() string {
 	default:
 		return "exec " + t.processID + " of container " + t.containerID
 	}
+}
+
+// retryDelete completes a delete of p that failed while containerd was
+// unavailable: the process is deleted unless it is gone or runs again.
+// It returns the exit status of the delete it made (nil: none).
+func retryDelete(ctx context.Context, p containerd.Process, opts ...containerd.ProcessDeleteOpts) (*containerd.ExitStatus, error) {
+	st, err := p.Status(ctx)
+	switch err = wrapError(err); {
+	case errdefs.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing:
+		return nil, fmt.Errorf("%s is %s again: %w", p.ID(), st.Status, errdefs.ErrFailedPrecondition)
+	}
+	exit, err := p.Delete(ctx, opts...)
+	if err = wrapError(err); err != nil && !errdefs.IsNotFound(err) {
+		return nil, err
+	}
+	return exit, nil
 }

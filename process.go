@@ -50,14 +50,8 @@ func (p *process) Resize(ctx context.Context, width, height uint32) error {
 // this process. When containerd is unavailable the error is returned and
 // the client completes the delete once containerd serves again.
 func (p *process) Delete(ctx context.Context) (*containerd.ExitStatus, error) {
-	ctrID, id := p.ctr.c8dCtr.ID(), p.c8dProc.ID()
 	var status *containerd.ExitStatus
-	retry := func(ctx context.Context) error {
-		st, err := retryDelete(p.ctr.client.withNamespace(ctx), p.c8dProc)
-		p.ctr.client.events.deletedUnseen(ctrID, id, p.c8dProc.Pid(), st)
-		return err
-	}
-	err := p.ctr.client.events.deleteThroughAPI(ctrID, id, p.c8dProc.Pid(), deleteTarget{containerID: ctrID, processID: id}, retry, func() error {
+	err := p.ctr.client.events.deleteThroughAPI(p.ctr.c8dCtr.ID(), p.c8dProc, func() error {
 		s, err := p.deleteInContainerd(p.ctr.client.withNamespace(ctx))
 		status = s
 		return wrapError(err)

@@ -166,18 +166,12 @@ func (t *task) Delete(ctx context.Context) (*containerd.ExitStatus, error) {
 }
 
 func (t *task) delete(ctx context.Context, op string, opts ...containerd.ProcessDeleteOpts) (*containerd.ExitStatus, error) {
-	id := t.c8dTask.ID()
 	var status *containerd.ExitStatus
-	retry := func(ctx context.Context) error {
-		st, err := retryDelete(t.ctx(ctx), t.c8dTask, opts...)
-		t.ctr.client.events.deletedUnseen(id, id, t.c8dTask.Pid(), st)
-		return err
-	}
-	err := t.ctr.client.events.deleteThroughAPI(id, id, t.c8dTask.Pid(), deleteTarget{containerID: id}, retry, func() error {
+	err := t.ctr.client.events.deleteThroughAPI(t.c8dTask.ID(), t.c8dTask, func() error {
 		s, err := t.deleteInContainerd(t.ctx(ctx), opts...)
 		status = s
 		return wrapError(err)
-	})
+	}, opts...)
 	if err != nil {
 		return nil, t.errorf(op, err)
 	}
@@ -213,26 +207,6 @@ func (t *task) deleteInContainerd(ctx context.Context, opts ...containerd.Proces
 		_ = t.io.Close()
 	}
 	return containerd.NewExitStatus(r.ExitStatus, protobuf.FromTimestamp(r.ExitedAt), nil), nil
-}
-
-// retryDelete completes a delete of p that failed while containerd was
-// unavailable: the process is deleted unless it is gone or runs again.
-// It returns the exit status of the delete it made (nil: none).
-func retryDelete(ctx context.Context, p containerd.Process, opts ...containerd.ProcessDeleteOpts) (*containerd.ExitStatus, error) {
-	st, err := p.Status(ctx)
-	switch err = wrapError(err); {
-	case errdefs.IsNotFound(err):
-		return nil, nil
-	case err != nil:
-		return nil, err
-	case st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing:
-		return nil, fmt.Errorf("%s is %s again: %w", p.ID(), st.Status, errdefs.ErrFailedPrecondition)
-	}
-	exit, err := p.Delete(ctx, opts...)
-	if err = wrapError(err); err != nil && !errdefs.IsNotFound(err) {
-		return nil, err
-	}
-	return exit, nil
 }
 
 // Exec creates and starts exec processID in the task with FIFOs in the
