@@ -142,10 +142,14 @@ func assertOOMThenExit(t testing.TB, b *recordingBackend, id string, pids ...uin
 func oomsThenExits(pids []uint32) []string {
 	var want []string
 	for _, pid := range pids {
-		want = append(want, "oom", fmt.Sprintf("exit 137 pid %d", pid))
+		want = append(want, "oom", oomKilledExit(pid))
 	}
 	return want
 }
+
+// oomKilledExit is the exit of an OOM-killed init process pid, as
+// oomAndInitExits writes it.
+func oomKilledExit(pid uint32) string { return fmt.Sprintf("exit %d pid %d", oomExitStatus, pid) }
 
 // publishedOOMs records, apart from any client, the TaskCreates, TaskOOMs
 // and init TaskExits containerd publishes in a namespace, in its order:
@@ -263,7 +267,10 @@ func (p *publishedOOMs) want(id string) []string {
 // pids, each 137.
 func (p *publishedOOMs) assertDelivered(t testing.TB, b *recordingBackend, id string, pids ...uint32) {
 	t.Helper()
-	wantExits := slices.DeleteFunc(oomsThenExits(pids), func(e string) bool { return e == "oom" })
+	var wantExits []string
+	for _, pid := range pids {
+		wantExits = append(wantExits, oomKilledExit(pid))
+	}
 	// Polled: the client and the oracle each get containerd's events in
 	// their own time.
 	eventually(t, "the EventOOMs and exits containerd's events call for", func() (bool, string) {
