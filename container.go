@@ -123,11 +123,10 @@ func (c *container) NewTask(ctx context.Context, checkpointDir string, withStdin
 		return nil, fmt.Errorf("new task %s: %w", id, wrapError(err))
 	}
 	handoff.created(t)
+	// A task created from a checkpoint is restored, and runs, only when
+	// started (runc restores at Start): until then it is created, like any
+	// other, and Task.Start records its start.
 	c.client.events.store.observeCreate(id, id, t.Pid(), createdAt)
-	if checkpointDir != "" {
-		// A restored task runs once created.
-		c.client.events.store.observeStart(id, id, t.Pid())
-	}
 	return &task{c8dTask: t, ctr: c, io: tio}, nil
 }
 

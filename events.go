@@ -39,6 +39,7 @@ type eventMonitor struct {
 	deletes     *deferredDeletes
 	oomCounters *oomCounters
 
+	runCtx    context.Context // the loop's; ends with close
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the stream loop and the deferred-delete worker
 	closeOnce sync.Once
@@ -64,6 +65,8 @@ func newEventMonitor(cli *containerd.Client, ns string, b types.Backend, logger 
 // ends with the engine's ctx, as with moby.
 func (m *eventMonitor) start(ctx context.Context) {
 	ctx, m.cancel = context.WithCancel(ctx)
+	m.runCtx = ctx
+	m.store.checkOOM = m.startOOMCheck
 	m.wg.Add(2)
 	go func() {
 		defer m.wg.Done()
@@ -82,6 +85,7 @@ func (m *eventMonitor) close(ctx context.Context) error {
 	m.closeOnce.Do(func() {
 		m.cancel()
 		m.wg.Wait()
+		m.deletes.abandon()
 		m.closeErr = m.delivery.close(ctx)
 	})
 	return m.closeErr
@@ -148,10 +152,8 @@ func processIDOf(containerID, id string) string {
 
 // handleEnvelope decodes one event from the stream and hands it to the
 // store. It runs on the event loop only, so that the store sees the
-// stream's events in the stream's order. An exit the store says may owe an
-// EventOOM has the container's memory cgroup checked first (bounded by
-// oomCheckTimeout).
-func (m *eventMonitor) handleEnvelope(ctx context.Context, env *events.Envelope) {
+// stream's events in the stream's order.
+func (m *eventMonitor) handleEnvelope(env *events.Envelope) {
 	if env == nil || env.Event == nil {
 		m.logger.WithField("event", env).Warn("invalid event")
 		return
@@ -175,7 +177,6 @@ func (m *eventMonitor) handleEnvelope(ctx context.Context, env *events.Envelope)
 		return
 	}
 	m.counters.received.Add(1)
-	m.checkOOM(ctx, &ev)
 	m.store.handle(ev)
 }
 
@@ -188,9 +189,9 @@ func (m *eventMonitor) handleEnvelope(ctx context.Context, env *events.Envelope)
 // one, which delivers the exit if it is still owed.
 func (m *eventMonitor) deleteThroughAPI(containerID string, p containerd.Process, del func() error, opts ...containerd.ProcessDeleteOpts) error {
 	processID, pid := p.ID(), p.Pid() // a task's ID is its container's
-	m.store.deleteStarted(containerID)
+	hold := m.store.deleteStarted(containerID)
 	err := del()
-	m.store.deleteDone(containerID, processID, pid, err == nil)
+	m.store.deleteDone(hold, containerID, processID, pid, err == nil)
 	if err == nil {
 		return nil
 	}

@@ -113,6 +113,19 @@ func (d *deferredDeletes) retry(ctx context.Context) {
 	}
 }
 
+// abandon gives up the deletes still waiting, once the client is closed:
+// each is logged, as the engine's own failure was, and counted
+// (Metrics.DeletesAbandoned); containerd keeps those objects.
+func (d *deferredDeletes) abandon() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for what := range d.pending {
+		d.counters.deletesAbandoned.Add(1)
+		d.logger.WithField("object", what.String()).Warn("client closed: not completing delete deferred while containerd was unavailable")
+	}
+	clear(d.pending)
+}
+
 // len returns the number of deletes waiting for containerd.
 func (d *deferredDeletes) len() int {
 	d.mu.Lock()

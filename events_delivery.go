@@ -19,19 +19,26 @@ type Metrics struct {
 	Deduplicated uint64 // events not delivered: repeated exits, starts after an exit, exits the engine got from its Delete
 	Synthesized  uint64 // exits made up from a TaskDelete or by reconciliation after a reconnect
 	Retried      uint64 // ProcessEvent calls repeated after an error (WithEventRetry)
-	Dropped      uint64 // events given up: ProcessEvent failed (after its retries), or abandoned on Close
+	Dropped      uint64 // events given up: ProcessEvent failed (after its retries), abandoned on Close, or emitted after it
 	Reconnects   uint64 // times the event stream was re-established after breaking
 	// DeletesDeferred counts deletes (task, exec, container) that failed
 	// because containerd was unavailable and that the client took over;
 	// DeletesCompleted those of them it completed once containerd was back.
+	// DeletesAbandoned those still waiting when the client was closed: Close
+	// does not wait for containerd to come back, and logs each of them.
 	DeletesDeferred  uint64
 	DeletesCompleted uint64
-	QueueDepth       int // events queued or being delivered now
+	DeletesAbandoned uint64
+	// HoldsExpired counts deletes through the API that ran past
+	// deleteHoldLimit (5 s): the container's events stopped waiting for
+	// them.
+	HoldsExpired uint64
+	QueueDepth   int // events queued or being delivered now
 }
 
 type eventCounters struct {
 	received, delivered, deduplicated, synthesized, retried, dropped, reconnects atomic.Uint64
-	deletesDeferred, deletesCompleted                                            atomic.Uint64
+	deletesDeferred, deletesCompleted, deletesAbandoned, holdsExpired            atomic.Uint64
 }
 
 // Metrics returns a snapshot of the client's event counters.
@@ -47,6 +54,8 @@ func (c *Client) Metrics() Metrics {
 		Reconnects:       m.reconnects.Load(),
 		DeletesDeferred:  m.deletesDeferred.Load(),
 		DeletesCompleted: m.deletesCompleted.Load(),
+		DeletesAbandoned: m.deletesAbandoned.Load(),
+		HoldsExpired:     m.holdsExpired.Load(),
 		QueueDepth:       c.events.delivery.q.Len(),
 	}
 }
@@ -70,7 +79,10 @@ func newDelivery(b types.Backend, logger *log.Entry, opts clientOptions, counter
 
 // enqueue queues ev for its container. It does not block.
 func (d *delivery) enqueue(ev taskEvent) {
-	d.q.Append(ev.info.ContainerID, func() { d.deliver(ev) })
+	if !d.q.TryAppend(ev.info.ContainerID, func() { d.deliver(ev) }) {
+		// The client is closed: an API call or a late check emitted it.
+		d.counters.dropped.Add(1)
+	}
 }
 
 // deliver calls the Backend; with WithEventRetry it retries with backoff on

@@ -20,24 +20,33 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// oomCheckTimeout bounds the memory cgroup check an exit waits for. The
-// check runs on the event loop, so every container's events wait with it;
-// an answer that does not come in time counts as no OOM kill.
+// oomCheckTimeout bounds the memory cgroup check of an exit. The exit, and
+// the events of its container after it, wait for the check (other
+// containers' events do not); an answer that does not come in time counts
+// as no OOM kill.
 const oomCheckTimeout = 500 * time.Millisecond
 
-// checkOOM sets ev.oomKilled when the store says exit ev may owe the
-// engine an EventOOM (its TaskOOM was lost: containerd was down, or the
-// shim missed the cgroup's notification) and the container's memory
-// cgroup recorded an OOM kill, as containerd's CRI checks at exit. The
-// counter is read from the cgroup itself where the client knows where that
-// is (see oomCounters), else from containerd's task metrics, as the CRI
-// does, which costs the shim reading every statistic of the cgroup. What
-// cannot be known (the task or its cgroup is gone, containerd does not
-// answer in time) counts as no OOM kill: nothing is invented.
-func (m *eventMonitor) checkOOM(ctx context.Context, ev *taskEvent) {
-	if !m.store.oomCheckDue(*ev) {
-		return
-	}
+// startOOMCheck is the store's checkOOM: it checks the memory cgroup of
+// exit ev on a goroutine of the monitor's own and hands the answer to done.
+// It is called from the event loop only, so close waits for it.
+func (m *eventMonitor) startOOMCheck(ev taskEvent, done func(killed bool)) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		done(m.oomKilled(m.runCtx, ev))
+	}()
+}
+
+// oomKilled reports whether exit ev, for which the store asked (its
+// TaskOOM may have been lost: containerd was down, or the shim missed the
+// cgroup's notification), ended a container whose memory cgroup recorded
+// an OOM kill, as containerd's CRI checks at exit. The counter is read from
+// the cgroup itself where the client knows where that is (see
+// oomCounters), else from containerd's task metrics, as the CRI does,
+// which costs the shim reading every statistic of the cgroup. What cannot
+// be known (the task or its cgroup is gone, containerd does not answer in
+// time) counts as no OOM kill: nothing is invented.
+func (m *eventMonitor) oomKilled(ctx context.Context, ev taskEvent) bool {
 	id := ev.info.ContainerID
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(ctx, m.ns), oomCheckTimeout)
 	defer cancel()
@@ -54,7 +63,7 @@ func (m *eventMonitor) checkOOM(ctx context.Context, ev *taskEvent) {
 	case killed:
 		logger.Debug("exit 137: the memory cgroup recorded an OOM kill")
 	}
-	ev.oomKilled = err == nil && killed
+	return err == nil && killed
 }
 
 // oomKilledInCgroup reads whether container id's memory cgroup recorded an

@@ -256,8 +256,7 @@ func TestProcessStoreExitDelivered(t *testing.T) {
 	s.handle(ev(types.EventExit, "c", 10))
 	delivered("exit delivered", 10, true)
 	delivered("another pid", 11, false)
-	s.deleteStarted("c")
-	s.deleteDone("c", "c", 10, true)
+	s.deleteDone(s.deleteStarted("c"), "c", "c", 10, true)
 	delivered("deleted", 10, false)
 
 	s.observeStart("c", "c", 12)

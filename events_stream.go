@@ -189,7 +189,7 @@ func (m *eventMonitor) subscribe(ctx context.Context, ready func()) error {
 				}
 				continue
 			}
-			m.handleEnvelope(subCtx, env)
+			m.handleEnvelope(env)
 		}
 	}
 }
@@ -250,12 +250,9 @@ func (m *eventMonitor) reconcile(ctx context.Context) {
 		default:
 			info.ExitCode, info.ExitedAt = resp.Process.ExitStatus, resp.Process.ExitedAt.AsTime()
 		}
-		ev := taskEvent{typ: types.EventExit, info: info, synthesized: true}
-		if info.Error == nil {
-			// The task is stopped, not deleted: its cgroup is still there.
-			m.checkOOM(ctx, &ev)
-		}
-		m.store.handle(ev)
+		// A stopped task is not deleted: its cgroup is still there for the
+		// OOM check the store may ask for.
+		m.store.handle(taskEvent{typ: types.EventExit, info: info, synthesized: true})
 	}
 }
 

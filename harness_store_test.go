@@ -2,6 +2,7 @@ package libcontainerd
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,9 +62,15 @@ func api(do, proc string, pid uint32, want ...types.EventType) storeStep {
 	return storeStep{do: do, ev: ev("", proc, pid), want: want}
 }
 
+// heldDeletes keeps, per store, the deletes runStore started and has not
+// settled yet: a test may hand its steps to runStore one at a time.
+var heldDeletes sync.Map // *processStore -> *[]uint64
+
 // runStore runs steps on s, checking what each emits into emitted.
 func runStore(t *testing.T, s *processStore, emitted *[]taskEvent, steps []storeStep) {
 	t.Helper()
+	v, _ := heldDeletes.LoadOrStore(s, new([]uint64))
+	holds := v.(*[]uint64) // deletes started, not done, oldest first
 	for n, st := range steps {
 		*emitted = (*emitted)[:0]
 		i := st.ev.info
@@ -79,11 +86,13 @@ func runStore(t *testing.T, s *processStore, emitted *[]taskEvent, steps []store
 		case "createdStatus":
 			s.observeCreatedStatus(i.ContainerID, i.Pid)
 		case "deleteStarted":
-			s.deleteStarted(i.ContainerID)
-		case "deleteDone":
-			s.deleteDone(i.ContainerID, i.ProcessID, i.Pid, true)
-		case "deleteFailed":
-			s.deleteDone(i.ContainerID, i.ProcessID, i.Pid, false)
+			*holds = append(*holds, s.deleteStarted(i.ContainerID))
+		case "deleteDone", "deleteFailed":
+			if len(*holds) == 0 {
+				t.Fatalf("step %d: %s without deleteStarted", n, st.do)
+			}
+			s.deleteDone((*holds)[0], i.ContainerID, i.ProcessID, i.Pid, st.do == "deleteDone")
+			*holds = (*holds)[1:]
 		case "containerDeleted":
 			s.containerDeleted(i.ContainerID)
 		default:

@@ -286,6 +286,10 @@ func (t *task) Exec(ctx context.Context, processID string, spec *specs.Process, 
 		defer cancel()
 		if _, derr := p.Delete(cleanupCtx); derr != nil && !errdefs.IsNotFound(wrapError(derr)) {
 			t.ctr.client.logger.WithError(derr).WithField("container", ctrID).WithField("exec", processID).Warn("failed to delete exec that did not start")
+		} else {
+			// containerd publishes no TaskDelete of an exec: without this
+			// its record would stay, one per failed start.
+			t.ctr.client.events.store.execStartFailed(ctrID, processID, time.Now())
 		}
 		return nil, fmt.Errorf("start exec %s: %w", processID, wrapError(err))
 	}
