@@ -88,20 +88,15 @@ func (r *rawExits) wait(key string, timeout time.Duration) (published, bool) {
 	}
 }
 
-// eventsPhase measures how long exits take to reach the Backend: n execs of
-// `true`, one after another, in a sleeping container, while a raw
-// subscription records when each TaskExit was published and when it, too,
-// received it.
-func (e *env) eventsPhase(ctx context.Context) (retErr error) {
-	h, err := e.startHosts(ctx)
-	defer func() {
-		if h != nil {
-			retErr = errors.Join(retErr, h.stop(context.WithoutCancel(ctx), e))
-		}
-	}()
-	if err != nil {
-		return err
-	}
+// eventsPhase measures how long exits take to reach the Backend.
+func (e *env) eventsPhase(ctx context.Context) error {
+	return e.withHosts(ctx, e.eventLatency)
+}
+
+// eventLatency runs n execs of `true`, one after another, in h's sleeping
+// container of the library, while a raw subscription records when each
+// TaskExit was published and when it, too, received it.
+func (e *env) eventLatency(ctx context.Context, h *host) error {
 	subCtx, cancel := context.WithCancel(e.libCtx)
 	raw := e.subscribeExits(subCtx)
 	defer func() {
@@ -112,7 +107,7 @@ func (e *env) eventsPhase(ctx context.Context) (retErr error) {
 	// not say when it registered it.
 	live := false
 	for range 20 {
-		ex, _, err := e.libExec(ctx, h)
+		ex, err := e.libExec(ctx, h)
 		if err != nil {
 			return err
 		}
@@ -125,7 +120,7 @@ func (e *env) eventsPhase(ctx context.Context) (retErr error) {
 		return errors.New("raw subscription saw no exit")
 	}
 	for range e.n(20, 5) {
-		if _, _, err := e.libExec(ctx, h); err != nil {
+		if _, err := e.libExec(ctx, h); err != nil {
 			return err
 		}
 	}
@@ -133,7 +128,7 @@ func (e *env) eventsPhase(ctx context.Context) (retErr error) {
 	n := e.n(1000, 100)
 	exits := make([]exit, 0, n)
 	for i := range n {
-		ex, _, err := e.libExec(ctx, h)
+		ex, err := e.libExec(ctx, h)
 		if err != nil {
 			return err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"syscall"
 	"time"
 
@@ -134,85 +133,77 @@ func (h *host) stop(ctx context.Context, e *env) error {
 	return errors.Join(errs...)
 }
 
-// execSteps are the steps of an exec round trip, timed separately.
+// execStepNames are the steps of an exec round trip, timed separately.
 var execStepNames = []string{"exec (create and start)", "exit seen", "delete"}
-
-type execSteps [3]time.Duration
-
-func (s execSteps) total() time.Duration { return s[0] + s[1] + s[2] }
 
 // libExec runs `true` as an exec through the library: Exec (which starts
 // it), the exit event at the Backend, Delete.
-func (e *env) libExec(ctx context.Context, h *host) (exit, execSteps, error) {
-	ex, st, _, err := e.clientExec(ctx, e.be, h.libID, h.libTask, &h.libProc, e.rpcClock(armLib))
-	return ex, st, err
+func (e *env) libExec(ctx context.Context, h *host) (exit, error) {
+	ex, _, err := e.clientExec(ctx, e.be, h.libID, h.libTask, &h.libProc, e.rpcClock(armLib))
+	return ex, err
 }
 
 // clientExec runs `true` as an exec of task (container hostID) through a
-// types.Client's Task, the library's or moby's, with be its Backend. Besides
-// each step's time it returns each step's time in containerd requests, from
-// rpc (the client's namespace's cumulative request time).
-func (e *env) clientExec(ctx context.Context, be *backend, hostID string, task types.Task, proc *specs.Process, rpc func() time.Duration) (_ exit, st, rs execSteps, _ error) {
+// types.Client's Task, the library's or moby's, with be its Backend. Its
+// laps count the time in containerd requests, from rpc (the client's
+// namespace's cumulative request time).
+func (e *env) clientExec(ctx context.Context, be *backend, hostID string, task types.Task, proc *specs.Process, rpc func() time.Duration) (ex exit, _ laps, _ error) {
 	id := e.id("x")
-	t0, r0 := time.Now(), rpc()
-	exitC := be.expectExit(hostID, id)
-	p, err := task.Exec(ctx, id, proc, false, discardStdio)
-	if err != nil {
-		return exit{}, st, rs, err
-	}
-	t1, r1 := time.Now(), rpc()
-	ex, err := waitExit(ctx, exitC, hostID+"/"+id)
-	if err != nil {
-		return exit{}, st, rs, err
-	}
-	t2, r2 := time.Now(), rpc()
-	if _, err := p.Delete(ctx); err != nil {
-		return exit{}, st, rs, err
-	}
-	st = execSteps{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}
-	rs = execSteps{r1 - r0, r2 - r1, rpc() - r2}
-	return ex, st, rs, nil
+	var (
+		p     types.Process
+		exitC <-chan exit
+	)
+	l, err := timeSteps(rpc,
+		func() (err error) {
+			exitC = be.expectExit(hostID, id)
+			p, err = task.Exec(ctx, id, proc, false, discardStdio)
+			return err
+		},
+		func() (err error) { ex, err = waitExit(ctx, exitC, hostID+"/"+id); return err },
+		func() error { _, err := p.Delete(ctx); return err },
+	)
+	return ex, l, err
 }
 
 // rawExec does the same with the containerd client: Exec with cio FIFOs,
 // Wait, Start, the exit from Wait, Delete.
-func (e *env) rawExec(h *host) (execSteps, error) {
-	var st execSteps
+func (e *env) rawExec(h *host) (laps, error) {
 	ctx := e.rawCtx
 	id := e.id("x")
-	t0 := time.Now()
-	p, err := h.rawTask.Exec(ctx, id, &h.rawProc, e.rawIO)
-	if err != nil {
-		return st, err
-	}
-	statusC, err := p.Wait(ctx)
-	if err != nil {
-		return st, err
-	}
-	if err := p.Start(ctx); err != nil {
-		return st, err
-	}
-	t1 := time.Now()
-	select {
-	case s := <-statusC:
-		if s.Error() != nil {
-			return st, s.Error()
-		}
-	case <-time.After(waitTimeout):
-		return st, fmt.Errorf("no exit for exec %s within %v", id, waitTimeout)
-	}
-	t2 := time.Now()
-	if _, err := p.Delete(ctx); err != nil {
-		return st, err
-	}
-	st = execSteps{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}
-	return st, nil
+	var p containerd.Process
+	var statusC <-chan containerd.ExitStatus
+	return timeSteps(nil,
+		func() (err error) {
+			if p, err = h.rawTask.Exec(ctx, id, &h.rawProc, e.rawIO); err != nil {
+				return err
+			}
+			if statusC, err = p.Wait(ctx); err != nil {
+				return err
+			}
+			return p.Start(ctx)
+		},
+		func() error { return waitStatus(statusC, id) },
+		func() error { _, err := p.Delete(ctx); return err },
+	)
 }
 
-// execPhase times exec round trips, the arms (library, raw, raw again,
-// and moby's client if there is one) taking turns one exec at a time in
-// rotating order.
-func (e *env) execPhase(ctx context.Context) (retErr error) {
+// exec runs `true` as an exec in h on arm a (armLib, armRaw, armRawAgain
+// or armMoby).
+func (e *env) exec(ctx context.Context, h *host, a int) (laps, error) {
+	switch a {
+	case armLib:
+		_, l, err := e.clientExec(ctx, e.be, h.libID, h.libTask, &h.libProc, e.rpcClock(a))
+		return l, err
+	case armMoby:
+		_, l, err := e.clientExec(e.mobyCtx, e.mobyBe, h.mobyID, h.mobyTask, &h.mobyProc, e.rpcClock(a))
+		return l, err
+	}
+	return e.rawExec(h)
+}
+
+// withHosts starts the host containers, runs f with them and stops them,
+// also after a failure.
+func (e *env) withHosts(ctx context.Context, f func(context.Context, *host) error) (retErr error) {
 	h, err := e.startHosts(ctx)
 	defer func() {
 		if h != nil {
@@ -222,81 +213,35 @@ func (e *env) execPhase(ctx context.Context) (retErr error) {
 	if err != nil {
 		return err
 	}
+	return f(ctx, h)
+}
+
+// execPhase times exec round trips, the arms (library, raw, raw again,
+// and moby's client if there is one) taking turns one exec at a time in
+// rotating order.
+func (e *env) execPhase(ctx context.Context) error {
+	return e.withHosts(ctx, e.execRoundTrips)
+}
+
+// execRoundTrips runs the exec phase in h, starting moby's host first if
+// there is moby's client.
+func (e *env) execRoundTrips(ctx context.Context, h *host) error {
 	if e.moby != nil {
 		if err := e.startMobyHost(h); err != nil {
 			return err
 		}
 	}
-	rot := e.rotation()
 	warm, n := e.n(10, 3), e.n(200, 20)
-	var before [allArms]map[string]int
-	var totals [allArms][]float64
-	var cpu [allArms]cpuUse
-	var outside [allArms][]float64
-	var perStep, perStepOutside [allArms][][]float64
-	for a := range perStep {
-		perStep[a] = make([][]float64, len(execStepNames))
-		perStepOutside[a] = make([][]float64, len(execStepNames))
+	steps, err := e.runArms(armRuns{
+		what: "exec", metric: "exec round trip of `true`", steps: execStepNames,
+		warm: warm, n: n, every: 50, format: "%.2f",
+		note: fmt.Sprintf("Exec: %d execs of `true` per arm (%s) in a sleeping container of each, taking turns in rotating order after %d warm-ups; the baseline pools both raw arms; "+
+			"library = Task.Exec, exit event, Process.Delete; raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete%s.", n, e.armNames(), warm, e.mobyNote()),
+		run: func(a int) (laps, error) { return e.exec(ctx, h, a) },
+	})
+	if err != nil {
+		return err
 	}
-	for i := range warm + n {
-		if i == warm {
-			before = e.callSnapshots()
-		}
-		for _, a := range rot[i%len(rot)] {
-			var st, rs execSteps
-			var err error
-			c0 := cpuTime()
-			switch a {
-			case armLib:
-				_, st, rs, err = e.clientExec(ctx, e.be, h.libID, h.libTask, &h.libProc, e.rpcClock(a))
-			case armMoby:
-				_, st, rs, err = e.clientExec(e.mobyCtx, e.mobyBe, h.mobyID, h.mobyTask, &h.mobyProc, e.rpcClock(a))
-			default:
-				st, err = e.rawExec(h)
-			}
-			if err != nil {
-				return err
-			}
-			if i < warm {
-				continue
-			}
-			cpu[a] = cpu[a].add(cpuTime().sub(c0))
-			outside[a] = append(outside[a], ms(st.total()-rs.total()))
-			totals[a] = append(totals[a], ms(st.total()))
-			for j, d := range st {
-				perStep[a][j] = append(perStep[a][j], ms(d))
-				perStepOutside[a][j] = append(perStepOutside[a][j], ms(d-rs[j]))
-			}
-		}
-		if i >= warm && (i-warm+1)%50 == 0 {
-			e.progress("   %d/%d: %s", i-warm+1, n, e.armCounts(&totals, "%.2f"))
-		}
-	}
-	for j, name := range execStepNames {
-		e.res.ExecSteps = append(e.res.ExecSteps, e.stepRow(name, &perStep, j))
-	}
-	lib, raw := totals[armLib], slices.Concat(totals[armRaw], totals[armRawAgain])
-	e.add(Row{Metric: "exec round trip of `true`, p50", Unit: "ms", Lib: median(lib), Base: median(raw), BaseName: "raw client",
-		Target: Target{RatioAtMost, 1.05}})
-	e.add(Row{Metric: "exec round trip of `true`, p90", Unit: "ms", Lib: percentile(lib, 90), Base: percentile(raw, 90), BaseName: "raw client"})
-	if e.moby != nil {
-		moby := totals[armMoby]
-		e.add(Row{Metric: "exec round trip of `true` vs moby's client, p50", Unit: "ms", Lib: median(lib), Base: median(moby), BaseName: "moby",
-			Target: Target{RatioAtMost, 1.00}})
-		e.add(Row{Metric: "exec round trip of `true` vs moby's client, p90", Unit: "ms", Lib: percentile(lib, 90), Base: percentile(moby, 90), BaseName: "moby"})
-	}
-	e.add(Row{Metric: "exec A/A control: raw arm 2 vs arm 1, p50", Unit: "ms",
-		Lib: median(totals[armRawAgain]), Base: median(totals[armRaw]), BaseName: "raw arm 1"})
-	e.addPaired("exec", &totals)
-	calls := e.addCalls("exec", before, n)
-	cpuLine := e.addCPU("exec", &cpu, n)
-	outsideLine := e.addOutside("exec", &outside, &perStepOutside, execStepNames)
-	e.note("Exec: %d execs of `true` per arm (%s) in a sleeping container of each, taking turns in rotating order after %d warm-ups; the baseline pools both raw arms; "+
-		"library = Task.Exec, exit event, Process.Delete; raw = Exec with cio FIFOs, Wait, Start, exit from Wait, Delete%s.", n, e.armNames(), warm, e.mobyNote())
-	e.note("%s", calls)
-	e.note("%s", cpuLine)
-	if outsideLine != "" {
-		e.note("%s", outsideLine)
-	}
+	e.res.ExecSteps = append(e.res.ExecSteps, steps...)
 	return nil
 }

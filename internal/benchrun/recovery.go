@@ -12,6 +12,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctrkit/libcontainerd/types"
 )
@@ -117,6 +118,38 @@ func (e *env) crash(pids []uint32) (clocks, error) {
 	return clocks{restart: restart, serving: time.Now()}, nil
 }
 
+// sleeper is the task of a sleeping container, the library's or the raw
+// client's.
+type sleeper interface {
+	Start(ctx context.Context) error
+	Pid() uint32
+}
+
+// startSleepers starts recoveryContainers containers sleeping forever, each
+// with a new ID, its spec from spec and its task from newTask, which
+// records what it made for the caller's clean-up, started with ctx. It
+// returns the pids of their inits.
+func (e *env) startSleepers(ctx context.Context, spec func(id string, args ...string) (*specs.Spec, error),
+	newTask func(id string, spec *specs.Spec) (sleeper, error)) ([]uint32, error) {
+	var pids []uint32
+	for range recoveryContainers {
+		id := e.id("rec")
+		sp, err := spec(id, sleepForever...)
+		if err != nil {
+			return nil, err
+		}
+		task, err := newTask(id, sp)
+		if err != nil {
+			return nil, err
+		}
+		if err := task.Start(ctx); err != nil {
+			return nil, err
+		}
+		pids = append(pids, task.Pid())
+	}
+	return pids, nil
+}
+
 func (e *env) libRecovery(ctx context.Context) (outcome, error) {
 	o := outcome{codes: map[uint32]int{}}
 	type started struct {
@@ -124,7 +157,7 @@ func (e *env) libRecovery(ctx context.Context) (outcome, error) {
 		task  types.Task
 		exitC <-chan exit
 	}
-	var all []started
+	var all []*started
 	defer func() {
 		// Containerd may have deleted the tasks already (2.x does when it
 		// finds their shims' processes dead at restart).
@@ -135,27 +168,21 @@ func (e *env) libRecovery(ctx context.Context) (outcome, error) {
 			_ = retryUnavailable(ctx, func() error { return notFoundOK(s.ctr.Delete(ctx)) })
 		}
 	}()
-	var pids []uint32
-	for range recoveryContainers {
-		id := e.id("rec")
-		spec, err := e.libSpec(id, sleepForever...)
-		if err != nil {
-			return o, err
-		}
-		var s started
+	pids, err := e.startSleepers(ctx, e.libSpec, func(id string, spec *specs.Spec) (sleeper, error) {
+		s := &started{}
 		if err := retryUnavailable(ctx, func() (err error) { s.ctr, err = e.libContainer(ctx, id, spec); return err }); err != nil {
-			return o, err
+			return nil, err
 		}
 		all = append(all, s)
 		s.exitC = e.be.expectExit(id, id)
+		var err error
 		if s.task, err = s.ctr.NewTask(ctx, "", false, discardStdio); err != nil {
-			return o, err
+			return nil, err
 		}
-		all[len(all)-1] = s
-		if err := s.task.Start(ctx); err != nil {
-			return o, err
-		}
-		pids = append(pids, s.task.Pid())
+		return s.task, nil
+	})
+	if err != nil {
+		return o, err
 	}
 	c, err := e.crash(pids)
 	if err != nil {
@@ -186,7 +213,7 @@ func (e *env) rawRecovery(ctx context.Context) (outcome, error) {
 		ctr  containerd.Container
 		task containerd.Task
 	}
-	var all []started
+	var all []*started
 	defer func() {
 		for _, s := range all {
 			if s.task != nil {
@@ -200,26 +227,20 @@ func (e *env) rawRecovery(ctx context.Context) (outcome, error) {
 			_ = retryUnavailable(ctx, func() error { return notFoundOK(s.ctr.Delete(rctx)) })
 		}
 	}()
-	var pids []uint32
-	for range recoveryContainers {
-		id := e.id("rec")
-		spec, err := e.rawSpec(id, sleepForever...)
-		if err != nil {
-			return o, err
-		}
-		var s started
+	pids, err := e.startSleepers(rctx, e.rawSpec, func(id string, spec *specs.Spec) (sleeper, error) {
+		s := &started{}
 		if err := retryUnavailable(ctx, func() (err error) { s.ctr, err = e.rawContainer(id, spec); return err }); err != nil {
-			return o, err
+			return nil, err
 		}
 		all = append(all, s)
+		var err error
 		if s.task, err = s.ctr.NewTask(rctx, e.rawIO); err != nil {
-			return o, err
+			return nil, err
 		}
-		all[len(all)-1] = s
-		if err := s.task.Start(rctx); err != nil {
-			return o, err
-		}
-		pids = append(pids, s.task.Pid())
+		return s.task, nil
+	})
+	if err != nil {
+		return o, err
 	}
 	tasks := make([]containerd.Task, len(all))
 	for i, s := range all {

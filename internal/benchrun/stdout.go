@@ -81,13 +81,10 @@ func (e *env) libStdout(ctx context.Context, size int64) (time.Duration, error) 
 	if err != nil {
 		return 0, err
 	}
-	if err := task.Start(ctx); err != nil {
+	d, err := startCounted(ctx, task, cnt, id)
+	if err != nil {
 		return 0, err
 	}
-	if err := cnt.wait(id); err != nil {
-		return 0, err
-	}
-	d := cnt.elapsed()
 	if _, err := waitExit(ctx, exitC, id); err != nil {
 		return 0, err
 	}
@@ -95,6 +92,18 @@ func (e *env) libStdout(ctx context.Context, size int64) (time.Duration, error) 
 		return 0, err
 	}
 	return d, ctr.Delete(ctx)
+}
+
+// startCounted starts the task of container id, whose stdout goes to
+// cnt, and returns the time from the first to the last byte cnt counted.
+func startCounted(ctx context.Context, task interface{ Start(context.Context) error }, cnt *counter, id string) (time.Duration, error) {
+	if err := task.Start(ctx); err != nil {
+		return 0, err
+	}
+	if err := cnt.wait(id); err != nil {
+		return 0, err
+	}
+	return cnt.elapsed(), nil
 }
 
 // rawStdout does the same with the raw client and cio.WithStreams.
@@ -118,13 +127,10 @@ func (e *env) rawStdout(size int64) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := task.Start(ctx); err != nil {
+	d, err := startCounted(ctx, task, cnt, id)
+	if err != nil {
 		return 0, err
 	}
-	if err := cnt.wait(id); err != nil {
-		return 0, err
-	}
-	d := cnt.elapsed()
 	<-statusC
 	if _, err := task.Delete(ctx); err != nil {
 		return 0, err
