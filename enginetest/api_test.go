@@ -99,6 +99,7 @@ func scenarioAPI(t *testing.T, e *env, r *result) {
 	for _, n := range []string{"api-attach", main, "api-wait"} {
 		r.same(n+": die events", "%s", dieSummary(dies[n]))
 	}
+	e.checkExitFilter(r, d)
 	ids, _, _ := d.docker("ps", "-aq")
 	_, code, _ = d.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
 	r.same("rm -f", "exit %d", code)

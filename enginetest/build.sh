@@ -1,42 +1,56 @@
 #!/usr/bin/env bash
-# build.sh builds dockerd v28.5.2 twice, for the engine test (make engine-test):
+# build.sh builds two dockerd engines twice each, for the engine test (make
+# engine-test):
 #
-#   $OUT/bin/dockerd-stock  moby's own build, from the module proxy
-#                           (github.com/docker/docker@v28.5.2+incompatible,
-#                           its vendor.mod as go.mod, its vendor.sum as go.sum)
-#   $OUT/bin/dockerd-ours   the same source with moby's libcontainerd packages
-#                           forwarded to this repository's module
+#   $OUT/bin/dockerd-v28-stock  dockerd v28.5.2 as moby builds it, from the
+#                               module proxy (github.com/docker/docker@
+#                               v28.5.2+incompatible, its vendor.mod as go.mod,
+#                               its vendor.sum as go.sum)
+#   $OUT/bin/dockerd-v29-stock  dockerd of the docker v29 line, from moby's v2
+#                               module (github.com/moby/moby/v2@$MOBY_V2_VERSION,
+#                               its own go.mod)
+#   $OUT/bin/dockerd-<e>-ours   the same source with the engine's libcontainerd
+#                               packages forwarded to this repository's module
+#
+# MOBY_V2_VERSION (default below; the Makefile's ENGINE_MOBY_V2_VERSION) pins
+# the v29 engine: bumping it is the one change a new moby v2 release needs,
+# unless the checked edits of resolve_mvs_v29 then fail (they say where).
 #
 # No moby code lives in this repository: the source is copied out of the Go
-# module cache into $OUT/src/<flavor> and the forwarding files are generated
-# below. The rewrite of the "ours" copy is exactly:
+# module cache into $OUT/src/<engine>-<flavor> and the forwarding files are
+# generated below. The rewrite of the "ours" copy is exactly, with <lcd> =
+# libcontainerd (v28) or daemon/internal/libcontainerd (v29):
 #
-#   libcontainerd/types   every .go file replaced by aliases of
-#                         github.com/ctrkit/libcontainerd/types
-#   libcontainerd/queue   replaced by `type Queue = queue.Queue` of ours
-#   libcontainerd/remote  replaced by NewClient, WithBundle and
-#                         DockerContainerBundlePath forwarding to ours
-#   libcontainerd         replace.go and libcontainerd_linux.go replaced by
-#                         ReplaceContainer and NewClient forwarding to ours
-#   go.mod                vendor.mod + require/replace github.com/ctrkit/libcontainerd
-#                         => this repository (its path computed, not fixed)
+#   <lcd>/types    every .go file replaced by aliases of
+#                  github.com/ctrkit/libcontainerd/types
+#   <lcd>/queue    replaced by `type Queue = queue.Queue` of ours
+#   <lcd>/remote   replaced by NewClient, WithBundle and
+#                  DockerContainerBundlePath forwarding to ours
+#   <lcd>          replace.go and libcontainerd_linux.go replaced by
+#                  ReplaceContainer and NewClient forwarding to ours
+#   go.mod         + require/replace github.com/ctrkit/libcontainerd
+#                  => this repository (its path computed, not fixed)
 #
 # Requiring this module raises shared dependencies by minimal version
-# selection (containerd v2.1.4 -> v2.4.2 and what that pulls in). Conflicts
-# that raises are resolved here, in the build copy's go.mod, never in this
-# repository's go.mod.
+# selection (containerd v2.1.4 or v2.3.5 -> v2.4.2 and what that pulls in).
+# Conflicts that raises are resolved here, in the build copy, each edit
+# checked (resolve_mvs_v28, resolve_mvs_v29), never in this repository's
+# go.mod.
 #
-# Both builds use the same flags and the Go build cache; a build is skipped
+# All builds use the same flags and the Go build cache; a build is skipped
 # when a stamp of its inputs (this script, the moby version, the Go version
 # and, for "ours", the module's non-test Go files and go.mod/go.sum) matches
-# the last one. Usage: enginetest/build.sh [stock|ours]... (default: both).
+# the last one. Usage: enginetest/build.sh [v28|v29][-stock|-ours]...
+# (default: all four; "v29" means both of v29, "stock" both stock builds).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GO=${GO:-go}
-MOBY_MODULE=github.com/docker/docker
-MOBY_VERSION=v28.5.2+incompatible
+MOBY_V2_VERSION=${MOBY_V2_VERSION:-v2.0.0-beta.24}
 OUT=${ENGINE_BUILD_DIR:-$REPO/.tools/engine}
+# The module "ours" is built on: this checkout, or ENGINE_MODULE_DIR (a
+# snapshot, e.g. `git archive HEAD`, while the checkout is being edited).
+MODULE=${ENGINE_MODULE_DIR:-$REPO}
 SELF=$REPO/enginetest/build.sh
 
 # Pure-Go build: no cgo headers (btrfs) needed; the graph drivers the test
@@ -44,6 +58,30 @@ SELF=$REPO/enginetest/build.sh
 export CGO_ENABLED=0
 export GOFLAGS="-mod=mod -buildvcs=false"
 BUILD_TAGS="netgo osusergo exclude_graphdriver_btrfs exclude_graphdriver_zfs"
+
+# engine_vars sets, for engine $1, the moby module and version, its
+# libcontainerd directory and import path, and the version dockerd reports.
+engine_vars() {
+	case $1 in
+	v28)
+		MOBY_MODULE=github.com/docker/docker
+		MOBY_VERSION=v28.5.2+incompatible
+		LCD_DIR=libcontainerd
+		DOCKER_VERSION=28.5.2
+		;;
+	v29)
+		MOBY_MODULE=github.com/moby/moby/v2
+		MOBY_VERSION=$MOBY_V2_VERSION
+		LCD_DIR=daemon/internal/libcontainerd
+		DOCKER_VERSION=${MOBY_V2_VERSION#v}
+		;;
+	*)
+		echo "build.sh: unknown engine $1 (v28|v29)" >&2
+		exit 2
+		;;
+	esac
+	LCD_PKG=$MOBY_MODULE/$LCD_DIR
+}
 
 moby_src() {
 	$GO mod download -json "$MOBY_MODULE@$MOBY_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
@@ -54,11 +92,11 @@ moby_src() {
 inputs_hash() {
 	local flavor=$1
 	{
-		echo "$MOBY_VERSION $BUILD_TAGS"
+		echo "$MOBY_MODULE $MOBY_VERSION $BUILD_TAGS"
 		$GO version
 		sha256sum "$SELF"
 		if [ "$flavor" = ours ]; then
-			(cd "$REPO" && find . -path ./.tools -prune -o -path ./enginetest -prune -o -path ./.git -prune -o \
+			(cd "$MODULE" && find . -path ./.tools -prune -o -path ./enginetest -prune -o -path ./.git -prune -o \
 				-path ./examples -prune -o -path ./internal -prune -o \
 				\( -name '*.go' ! -name '*_test.go' -print \) | LC_ALL=C sort | xargs sha256sum
 			 sha256sum go.mod go.sum)
@@ -71,11 +109,11 @@ gen_header() {
 	echo
 }
 
-# forward rewrites the copy at $1 so that moby's libcontainerd packages use
-# this repository's module.
+# forward rewrites the copy at $1 so that the engine's libcontainerd
+# packages use this repository's module.
 forward() {
 	local src=$1
-	local lcd=$src/libcontainerd
+	local lcd=$src/$LCD_DIR
 
 	rm -f "$lcd"/types/*.go "$lcd"/queue/*.go "$lcd"/remote/*.go \
 		"$lcd"/replace.go "$lcd"/libcontainerd_linux.go
@@ -119,7 +157,7 @@ const (
 	EventResumed     = lcdtypes.EventResumed
 )
 
-func InterfaceToStats(read time.Time, v interface{}) *Stats {
+func InterfaceToStats(read time.Time, v any) *Stats {
 	return lcdtypes.InterfaceToStats(read, v)
 }
 EOF
@@ -133,7 +171,7 @@ import lcdqueue "github.com/ctrkit/libcontainerd/queue"
 type Queue = lcdqueue.Queue
 EOF
 
-	{ gen_header; cat <<'EOF'; } >"$lcd/remote/client.go"
+	{ gen_header; cat <<EOF; } >"$lcd/remote/client.go"
 // Package remote forwards moby's containerd client to
 // github.com/ctrkit/libcontainerd. The functions keep moby's signatures, so
 // a mismatch is a compile error here.
@@ -146,7 +184,7 @@ import (
 	"github.com/ctrkit/libcontainerd"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
-	libcontainerdtypes "github.com/docker/docker/libcontainerd/types"
+	libcontainerdtypes "$LCD_PKG/types"
 )
 
 const DockerContainerBundlePath = libcontainerd.DockerContainerBundlePath
@@ -160,7 +198,7 @@ func WithBundle(bundleDir string, ociSpec *specs.Spec) containerd.NewContainerOp
 }
 EOF
 
-	{ gen_header; cat <<'EOF'; } >"$lcd/forward.go"
+	{ gen_header; cat <<EOF; } >"$lcd/forward.go"
 package libcontainerd
 
 import (
@@ -170,15 +208,15 @@ import (
 	"github.com/ctrkit/libcontainerd"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/docker/docker/libcontainerd/types"
+	"$LCD_PKG/types"
 )
 
-func ReplaceContainer(ctx context.Context, client types.Client, id string, spec *specs.Spec, shim string, runtimeOptions interface{}, opts ...containerd.NewContainerOpts) (types.Container, error) {
+func ReplaceContainer(ctx context.Context, client types.Client, id string, spec *specs.Spec, shim string, runtimeOptions any, opts ...containerd.NewContainerOpts) (types.Container, error) {
 	return libcontainerd.ReplaceContainer(ctx, client, id, spec, shim, runtimeOptions, opts...)
 }
 EOF
 
-	{ gen_header; cat <<'EOF'; } >"$lcd/forward_linux.go"
+	{ gen_header; cat <<EOF; } >"$lcd/forward_linux.go"
 package libcontainerd
 
 import (
@@ -187,7 +225,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/ctrkit/libcontainerd"
 
-	"github.com/docker/docker/libcontainerd/types"
+	"$LCD_PKG/types"
 )
 
 func NewClient(ctx context.Context, cli *containerd.Client, stateDir, ns string, b types.Backend) (types.Client, error) {
@@ -198,17 +236,17 @@ EOF
 	(
 		cd "$src"
 		$GO mod edit -require=github.com/ctrkit/libcontainerd@v0.0.0-00010101000000-000000000000 \
-			-replace=github.com/ctrkit/libcontainerd="$REPO"
+			-replace=github.com/ctrkit/libcontainerd="$MODULE"
 	)
-	resolve_mvs "$src"
+	"resolve_mvs_$ENGINE" "$src"
 }
 
-# resolve_mvs adapts the "ours" copy to the versions minimal version
+# resolve_mvs_v28 adapts the v28 "ours" copy to the versions minimal version
 # selection picks once this module is required (containerd/v2 v2.1.4 ->
 # v2.4.2, runtime-spec v1.2.1 -> v1.3.0). Pinning them back is not possible:
 # containerd 2.4's own packages need the newer runtime-spec. Each edit is
 # checked, so a new moby or containerd version fails here, loudly.
-resolve_mvs() {
+resolve_mvs_v28() {
 	local src=$1 nv
 
 	# containerd 2.2 removed contrib/nvidia (GPU requests); dockerd imports it
@@ -226,6 +264,12 @@ resolve_mvs() {
 	{ gen_header; printf 'package daemon\n\nfunc ctrkitInt64(v int64) *int64 { return &v }\n'; } >"$src/daemon/zz_ctrkit_compat.go"
 }
 
+# resolve_mvs_v29 adapts the v29 "ours" copy likewise (containerd/v2
+# v2.3.5 -> v2.4.2, containerd/api v1.11.1 -> v1.12.0, grpc, otel).
+resolve_mvs_v29() {
+	:
+}
+
 # patch_file applies a sed expression to a file and fails unless exactly
 # want lines changed.
 patch_file() {
@@ -240,50 +284,63 @@ patch_file() {
 	fi
 }
 
-# prepare makes a fresh, writable copy of moby's source for a flavor.
+# prepare makes a fresh, writable copy of the engine's source for a flavor
+# in $2.
 prepare() {
-	local flavor=$1 src=$OUT/src/$1 from
+	local flavor=$1 src=$2 from
 	from=$(moby_src)
 	[ -n "$from" ] || { echo "build.sh: cannot locate $MOBY_MODULE@$MOBY_VERSION" >&2; exit 1; }
 	rm -rf "$src"
 	mkdir -p "$(dirname "$src")"
 	cp -r "$from" "$src"
 	chmod -R u+w "$src"
-	# The module zip has no vendor tree (only modules.txt); build in module mode.
-	rm -rf "$src/vendor"
-	cp "$src/vendor.mod" "$src/go.mod"
-	cp "$src/vendor.sum" "$src/go.sum"
+	if [ "$ENGINE" = v28 ]; then
+		# The module zip has no vendor tree (only modules.txt); build in
+		# module mode, with the vendor.mod moby builds from.
+		rm -rf "$src/vendor"
+		cp "$src/vendor.mod" "$src/go.mod"
+		cp "$src/vendor.sum" "$src/go.sum"
+	fi
 	if [ "$flavor" = ours ]; then
 		forward "$src"
 	fi
 }
 
 build() {
-	local flavor=$1 bin=$OUT/bin/dockerd-$1 stamp=$OUT/bin/.dockerd-$1.inputs hash start
+	local flavor=$1 name=$ENGINE-$1
+	local bin=$OUT/bin/dockerd-$name stamp=$OUT/bin/.dockerd-$name.inputs src=$OUT/src/$name hash start
 	hash=$(inputs_hash "$flavor")
 	if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then
-		echo "dockerd-$flavor: up to date"
+		echo "dockerd-$name: up to date"
 		return
 	fi
 	start=$(date +%s)
-	prepare "$flavor"
+	prepare "$flavor" "$src"
 	mkdir -p "$OUT/bin"
 	(
-		cd "$OUT/src/$flavor"
+		cd "$src"
 		$GO build -trimpath -tags "$BUILD_TAGS" \
-			-ldflags "-X $MOBY_MODULE/dockerversion.Version=28.5.2 -X $MOBY_MODULE/dockerversion.GitCommit=$flavor" \
+			-ldflags "-X $MOBY_MODULE/dockerversion.Version=$DOCKER_VERSION -X $MOBY_MODULE/dockerversion.GitCommit=$flavor" \
 			-o "$bin.tmp" ./cmd/dockerd
 	)
 	mv "$bin.tmp" "$bin"
 	echo "$hash" >"$stamp"
-	echo "dockerd-$flavor: built in $(($(date +%s) - start))s"
+	echo "dockerd-$name: built in $(($(date +%s) - start))s"
 }
 
-flavors=("$@")
-[ ${#flavors[@]} -gt 0 ] || flavors=(stock ours)
-for f in "${flavors[@]}"; do
-	case $f in
-	stock | ours) build "$f" ;;
-	*) echo "build.sh: unknown flavor $f (stock|ours)" >&2; exit 2 ;;
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(v28 v29)
+for t in "${targets[@]}"; do
+	case $t in
+	v28 | v29) engines=("$t") flavors=(stock ours) ;;
+	stock | ours) engines=(v28 v29) flavors=("$t") ;;
+	v28-stock | v28-ours | v29-stock | v29-ours) engines=("${t%-*}") flavors=("${t#*-}") ;;
+	*) echo "build.sh: unknown target $t (v28|v29[-stock|-ours], stock, ours)" >&2; exit 2 ;;
 	esac
+	for ENGINE in "${engines[@]}"; do
+		engine_vars "$ENGINE"
+		for f in "${flavors[@]}"; do
+			build "$f"
+		done
+	done
 done

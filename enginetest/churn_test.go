@@ -78,6 +78,7 @@ func scenarioChurn(t *testing.T, e *env, r *result) {
 	})
 	r.require("containers still shown running 20 s after the last outage", len(stuck) == 0, "0", "%d", len(stuck))
 
+	e.checkExitFilter(r, d)
 	ids, _, _ := d.docker("ps", "-aq")
 	if ids != "" {
 		_, _, _ = d.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)

@@ -36,34 +36,53 @@ var scenarios = []scenario{
 	{"checkpoint-restore", "cp", scenarioCheckpoint},
 }
 
+// TestEngine runs every scenario on every engine (ENGINE_DOCKERD) and
+// containerd (ENGINE_CONTAINERD), stock and ours side by side: the two
+// builds of a scenario run at the same time, each on its own daemons and
+// directories, so they share the machine's load and the wall time.
 func TestEngine(t *testing.T) {
 	defer writeReport(t)
-	for _, f := range flavors(t) {
-		t.Run(f.name, func(t *testing.T) {
-			for _, sc := range scenarios {
-				t.Run(sc.name, func(t *testing.T) {
-					res := map[string]*result{}
-					for _, build := range []string{"stock", "ours"} {
-						r := &result{}
-						res[build] = r
-						start := time.Now()
-						t.Run(build, func(t *testing.T) {
-							e := newEnv(t, f, build, filepath.Join(run.root, f.name, sc.dir+"-"+build))
-							sc.run(t, e, r)
+	ctrds := flavors(t)
+	for _, eng := range engines(t) {
+		t.Run(eng, func(t *testing.T) {
+			for _, f := range ctrds {
+				t.Run(f.name, func(t *testing.T) {
+					for _, sc := range scenarios {
+						t.Run(sc.name, func(t *testing.T) {
+							runScenario(t, eng, f, sc)
 						})
-						addTiming("containerd %s, %s, %s: %.1fs", f.name, sc.name, build, time.Since(start).Seconds())
 					}
-					compare(t, f.name, sc.name, res["stock"], res["ours"])
 				})
 			}
 		})
 	}
 }
 
+func runScenario(t *testing.T, eng string, f *flavor, sc scenario) {
+	res := map[string]*result{}
+	t.Run("builds", func(t *testing.T) {
+		for _, build := range []string{"stock", "ours"} {
+			r := &result{}
+			res[build] = r
+			t.Run(build, func(t *testing.T) {
+				t.Parallel()
+				start := time.Now()
+				e := newEnv(t, eng, f, build, filepath.Join(run.root, eng, f.name, sc.dir+"-"+build))
+				t.Cleanup(func() {
+					addTiming("%s, containerd %s, %s, %s: %.1fs", eng, f.name, sc.name, build, time.Since(start).Seconds())
+				})
+				sc.run(t, e, r)
+			})
+		}
+	})
+	compare(t, eng+"/"+f.name, sc.name, res["stock"], res["ours"])
+}
+
 // env is one scenario's run on one build: its directories and daemons,
 // which its teardown stops and removes whatever happened.
 type env struct {
 	t       *testing.T
+	engine  string // v28 | v29
 	flavor  *flavor
 	build   string
 	dir     string
@@ -72,8 +91,8 @@ type env struct {
 	ctrd    []*containerd
 }
 
-func newEnv(t *testing.T, f *flavor, build, dir string) *env {
-	e := &env{t: t, flavor: f, build: build, dir: dir, sig: filepath.Join(dir, "sig")}
+func newEnv(t *testing.T, eng string, f *flavor, build, dir string) *env {
+	e := &env{t: t, engine: eng, flavor: f, build: build, dir: dir, sig: filepath.Join(dir, "sig")}
 	if err := os.MkdirAll(e.sig, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +112,7 @@ func (e *env) containerd() *containerd {
 }
 
 func (e *env) newDockerd(ctrd *containerd, args ...string) *dockerd {
-	d := newDockerd(e.t, e.build, e.flavor, e.dir, ctrd, args...)
+	d := newDockerd(e.t, e.engine, e.build, e.flavor, e.dir, ctrd, args...)
 	e.dockerd = append(e.dockerd, d)
 	return d
 }
@@ -135,9 +154,9 @@ func (e *env) teardown() {
 }
 
 // keepLogs copies the daemons' logs out of the run's directory, which
-// cleanup removes, to <build dir>/logs/<containerd>/<scenario>-<build>.
+// cleanup removes, to <build dir>/logs/<engine>/<containerd>/<scenario>-<build>.
 func (e *env) keepLogs() {
-	dst := filepath.Join(run.buildDir, "logs", e.flavor.name, filepath.Base(e.dir))
+	dst := filepath.Join(run.buildDir, "logs", e.engine, e.flavor.name, filepath.Base(e.dir))
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		e.t.Log(err)
 		return

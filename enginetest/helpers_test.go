@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -209,4 +210,64 @@ func (d *dockerd) execTTY(t *testing.T, name, shell string) (string, int) {
 		t.Fatalf("exec -it did not finish: %s", out.String())
 	}
 	return strings.TrimSpace(strings.ReplaceAll(out.String(), "\r", "")), cmd.ProcessState.ExitCode()
+}
+
+// ignoredExit is a line of v29's exit filter (daemon/monitor.go,
+// shouldIgnoreExitEventWithLock) in dockerd's log: an exit event of a
+// container dockerd dropped, after asking Task.Status when the container
+// was running.
+var ignoredExit = regexp.MustCompile(`msg="ignoring duplicate container exit event".*`)
+
+// checkExitFilter records, on the v29 engine, the exit events dockerd's
+// own filter dropped so far: none may be dropped of ours (each exit the
+// module delivers, also the ones it synthesizes, must agree with what
+// Task.Status answers then). Call it before removing containers: `docker
+// rm -f` of a running container drops its exit by design (state
+// "removing"). v28 has no such filter.
+func (e *env) checkExitFilter(r *result, d *dockerd) {
+	if e.engine != "v29" {
+		return
+	}
+	names := map[string]string{}
+	if out, _, _ := d.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}"); out != "" {
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) == 2 {
+				names[f[0]] = f[1]
+			}
+		}
+	}
+	b, err := os.ReadFile(d.logPath())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var dropped []string
+	for _, line := range ignoredExit.FindAllString(string(b), -1) {
+		e.t.Logf("dockerd-%s-%s: %s", d.engine, d.build, line)
+		id, code, state := logField(line, "container"), logField(line, "exitCode"), logField(line, "state")
+		who := names[id]
+		if who == "" {
+			who = id
+		}
+		dropped = append(dropped, fmt.Sprintf("%s exit=%s state=%s", who, code, state))
+	}
+	r.require("v29: exits dockerd ignored as duplicates (log)", len(dropped) == 0, "none",
+		"%d%s", len(dropped), bracket(strings.Join(dropped, "; ")))
+}
+
+// logField returns the value of key=value in a logrus text line.
+func logField(line, key string) string {
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+2:]
+	if strings.HasPrefix(v, `"`) {
+		if j := strings.Index(v[1:], `"`); j >= 0 {
+			return v[1 : j+1]
+		}
+	}
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		v = v[:j]
+	}
+	return v
 }

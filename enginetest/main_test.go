@@ -56,8 +56,8 @@ func (r *runState) track(p *proc) {
 	r.procs = append(r.procs, p)
 }
 
-func (r *runState) dockerdBin(build string) string {
-	return filepath.Join(r.buildDir, "bin", "dockerd-"+build)
+func (r *runState) dockerdBin(engine, build string) string {
+	return filepath.Join(r.buildDir, "bin", "dockerd-"+engine+"-"+build)
 }
 
 func TestMain(m *testing.M) {
@@ -75,10 +75,12 @@ func mainErr(m *testing.M) int {
 		return 1
 	}
 	run.buildDir = envOr("ENGINE_BUILD_DIR", filepath.Join(repo, ".tools", "engine"))
-	for _, b := range []string{"stock", "ours"} {
-		if _, err := os.Stat(run.dockerdBin(b)); err != nil {
-			fmt.Fprintf(os.Stderr, "enginetest: %v (run enginetest/build.sh)\n", err)
-			return 1
+	for _, eng := range strings.Split(envOr("ENGINE_DOCKERD", "v28,v29"), ",") {
+		for _, b := range []string{"stock", "ours"} {
+			if _, err := os.Stat(run.dockerdBin(strings.TrimSpace(eng), b)); err != nil {
+				fmt.Fprintf(os.Stderr, "enginetest: %v (run enginetest/build.sh %s)\n", err, eng)
+				return 1
+			}
 		}
 	}
 	if _, err := exec.LookPath("docker"); err != nil {
@@ -106,6 +108,20 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// engines are the dockerd engines ENGINE_DOCKERD selects: v28 (dockerd
+// v28.5.2) and v29 (moby's v2 module), each built stock and ours.
+func engines(t *testing.T) []string {
+	var out []string
+	for _, n := range strings.Split(envOr("ENGINE_DOCKERD", "v28,v29"), ",") {
+		n = strings.TrimSpace(n)
+		if n != "v28" && n != "v29" {
+			t.Fatalf("ENGINE_DOCKERD: unknown engine %q (v28, v29)", n)
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 func flavors(t *testing.T) []*flavor {
@@ -202,7 +218,7 @@ func cleanup() {
 	}
 	// A managed containerd is dockerd's child and dies with it
 	// (Pdeathsig), but wait for it by pid file to be sure.
-	pidfiles, _ := filepath.Glob(filepath.Join(run.root, "*", "*", "exec", "containerd", "containerd.pid"))
+	pidfiles, _ := filepath.Glob(filepath.Join(run.root, "*", "*", "*", "exec", "containerd", "containerd.pid"))
 	for _, pf := range pidfiles {
 		killPidFile(pf, "containerd")
 	}

@@ -39,7 +39,7 @@ type result struct {
 
 // Paths and IDs differ between the two builds' runs by construction.
 var (
-	runPath = regexp.MustCompile(`/tmp/lcd-engine-[0-9]+/[a-z0-9]+/[a-z0-9-]+-(stock|ours)`)
+	runPath = regexp.MustCompile(`/tmp/lcd-engine-[0-9]+/v[0-9]+/[a-z0-9]+/[a-z0-9-]+-(stock|ours)`)
 	hexID   = regexp.MustCompile(`\b[0-9a-f]{64}\b|\b[0-9a-f]{12}\b`)
 )
 
@@ -158,7 +158,7 @@ func addTiming(format string, args ...any) {
 }
 
 // writeReport writes the table as Markdown to ENGINE_REPORT, one row per
-// observation and a stock and an ours column per containerd. With
+// observation and a stock and an ours column per engine and containerd. With
 // ENGINE_DOC set it also replaces the part of that file between the
 // engine-test markers (docs/engine.md).
 func writeReport(t *testing.T) {
@@ -261,14 +261,16 @@ func replaceBetweenMarkers(path, body string) error {
 	return os.WriteFile(path, []byte(s), 0o644)
 }
 
+// flavorTitle names a column group: "v29/debian" is "v29 1.6".
 func flavorTitle(f string) string {
-	switch f {
+	eng, ctrd, _ := strings.Cut(f, "/")
+	switch ctrd {
 	case "v2":
-		return "2.4"
+		ctrd = "2.4"
 	case "debian":
-		return "1.6"
+		ctrd = "1.6"
 	}
-	return f
+	return eng + " " + ctrd
 }
 
 func cell(s string) string {

@@ -68,6 +68,7 @@ func scenarioSweep(t *testing.T, e *env, r *result) {
 	r.same("docker exec after the restart", "exit %d: %s", code, execOut)
 	_, code, _ = d.docker("stop", "-t", "1", name)
 	r.same("docker stop after the restart", "exit %d, then %s", code, d.state(name))
+	e.checkExitFilter(r, d)
 }
 
 // listTree returns the paths under dir, relative, with a type letter.
