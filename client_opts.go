@@ -1,6 +1,7 @@
 package libcontainerd
 
 import (
+	"context"
 	"time"
 )
 
@@ -35,6 +36,9 @@ type clientOptions struct {
 	// returns true for, as containerd 2.x loses the TaskExit and
 	// TaskDelete of a task whose shim shuts down right after its delete.
 	loseStreamEvent func(taskEvent) bool
+	// beforeDeferredDeletes, set by tests only, runs before each round of
+	// deferred deletes: a test holds them back with it.
+	beforeDeferredDeletes func(context.Context)
 }
 
 func defaultClientOptions() clientOptions {

@@ -4,8 +4,10 @@ package libcontainerd
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -174,10 +176,14 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 		_, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
 		pids[id] = task.Pid()
 	}
-	// The engine goes away; both containers exit while it is down.
+	// The engine goes away; both containers exit while it is down. Their
+	// TaskExits are published before it comes back (a shim publishes
+	// after Wait has returned: on a loaded machine the restarted engine
+	// would get them, as from moby's client).
 	if err := tc.Close(); err != nil {
 		t.Fatal(err)
 	}
+	published := recordPublishedOOMs(t, tc)
 	for _, id := range []string{consumed, unconsumed} {
 		raw := tc.c8dTask(t, id)
 		exited, err := raw.Wait(tc.ctx)
@@ -188,6 +194,12 @@ func TestRestoreDeleteConsumesExit(t *testing.T) {
 			t.Fatal(err)
 		}
 		<-exited
+	}
+	for _, id := range []string{consumed, unconsumed} {
+		eventually(t, "the TaskExit of "+id+" to be published", func() (bool, string) {
+			seen := published.published(id)
+			return slices.Contains(seen, oomKilledExit(pids[id])), fmt.Sprint(seen)
+		})
 	}
 
 	restarted := tc.restart(t)

@@ -55,7 +55,7 @@ func newEventMonitor(cli *containerd.Client, ns string, b types.Backend, logger 
 	}
 	m.delivery = newDelivery(b, logger, opts, &m.counters)
 	m.store = newProcessStore(opts.tombstoneTTL, opts.tombstoneMax, &m.counters, m.delivery.enqueue)
-	m.deletes = newDeferredDeletes(logger, &m.counters)
+	m.deletes = newDeferredDeletes(logger, &m.counters, opts.beforeDeferredDeletes)
 	m.oomCounters = newOOMCounters(opts.tombstoneMax)
 	m.conn, m.closeConn = newEventClient(cli, ns)
 	return m
@@ -200,7 +200,8 @@ func (m *eventMonitor) deleteThroughAPI(containerID string, p containerd.Process
 		what.processID = processID
 	}
 	m.deletes.deferIfUnavailable(what, err, func(ctx context.Context) error {
-		st, err := retryDelete(namespaces.WithNamespace(ctx, m.ns), p, opts...)
+		// The client's only delete option is ForceDelete's kill.
+		st, err := m.retryDelete(namespaces.WithNamespace(ctx, m.ns), containerID, p, len(opts) > 0, opts...)
 		m.deletedUnseen(containerID, processID, pid, st)
 		return err
 	})

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -28,12 +30,14 @@ type deferredDeletes struct {
 	mu      sync.Mutex
 	pending map[deleteTarget]func(context.Context) error // by what is deleted
 	kickC   chan struct{}
+	before  func(context.Context) // clientOptions.beforeDeferredDeletes
 }
 
-func newDeferredDeletes(logger *log.Entry, counters *eventCounters) *deferredDeletes {
+func newDeferredDeletes(logger *log.Entry, counters *eventCounters, before func(context.Context)) *deferredDeletes {
 	return &deferredDeletes{
 		logger:   logger,
 		counters: counters,
+		before:   before,
 		pending:  make(map[deleteTarget]func(context.Context) error),
 		kickC:    make(chan struct{}, 1),
 	}
@@ -81,6 +85,9 @@ func (d *deferredDeletes) run(ctx context.Context) {
 }
 
 func (d *deferredDeletes) retry(ctx context.Context) {
+	if d.before != nil {
+		d.before(ctx)
+	}
 	d.mu.Lock()
 	batch := make(map[deleteTarget]func(context.Context) error, len(d.pending))
 	for what, f := range d.pending {
@@ -152,18 +159,27 @@ func (t deleteTarget) String() string {
 	}
 }
 
-// retryDelete completes a delete of p that failed while containerd was
-// unavailable: the process is deleted unless it is gone or runs again.
-// It returns the exit status of the delete it made (nil: none).
-func retryDelete(ctx context.Context, p containerd.Process, opts ...containerd.ProcessDeleteOpts) (*containerd.ExitStatus, error) {
-	st, err := p.Status(ctx)
+// retryDelete completes a delete of incarnation p (a task, or an exec of
+// container containerID) that failed while containerd was unavailable. It
+// returns the exit status of the delete it made (nil: none). The process
+// is deleted unless it is gone, or the ID names a newer run now (another
+// pid: it is not the engine's to delete), or it runs again and the delete
+// was not forced: a ForceDelete (opts) kills it first, as it would have.
+func (m *eventMonitor) retryDelete(ctx context.Context, containerID string, p containerd.Process, force bool, opts ...containerd.ProcessDeleteOpts) (*containerd.ExitStatus, error) {
+	req := &tasks.GetRequest{ContainerID: containerID}
+	if p.ID() != containerID {
+		req.ExecID = p.ID()
+	}
+	resp, err := m.conn.TaskService().Get(ctx, req)
 	switch err = wrapError(err); {
 	case errdefs.IsNotFound(err):
 		return nil, nil
 	case err != nil:
 		return nil, err
-	case st.Status == containerd.Running || st.Status == containerd.Paused || st.Status == containerd.Pausing:
-		return nil, fmt.Errorf("%s is %s again: %w", p.ID(), st.Status, errdefs.ErrFailedPrecondition)
+	case p.Pid() != 0 && resp.Process.Pid != 0 && resp.Process.Pid != p.Pid():
+		return nil, fmt.Errorf("%s is a newer run (pid %d, the deleted one %d): %w", p.ID(), resp.Process.Pid, p.Pid(), errdefs.ErrFailedPrecondition)
+	case !force && (resp.Process.Status == tasktypes.Status_RUNNING || resp.Process.Status == tasktypes.Status_PAUSED || resp.Process.Status == tasktypes.Status_PAUSING):
+		return nil, fmt.Errorf("%s is %s again: %w", p.ID(), resp.Process.Status, errdefs.ErrFailedPrecondition)
 	}
 	exit, err := p.Delete(ctx, opts...)
 	if err = wrapError(err); err != nil && !errdefs.IsNotFound(err) {

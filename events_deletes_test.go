@@ -3,12 +3,15 @@
 package libcontainerd
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
@@ -133,4 +136,140 @@ func waitNoShims(t testing.TB, d *testutil.Daemon) {
 		pids := d.Shims()
 		return len(pids) == 0, fmt.Sprintf("shim pids %v", pids)
 	})
+}
+
+// TestDeferredForceDeleteKills is the engine's clean-up of a task whose
+// start it believes failed (containerd died during Start, after runc had
+// started the process): a ForceDelete while containerd is down. Once
+// containerd is back the client kills and deletes the task, as the
+// ForceDelete would have, and the exit that nobody received is delivered.
+func TestDeferredForceDeleteKills(t *testing.T) {
+	t.Parallel()
+	tc, id := newDaemonTest(t)
+	d := tc.daemon
+	ctr, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
+	pid := task.Pid()
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := task.ForceDelete(tc.ctx); !errdefs.IsUnavailable(err) {
+		t.Fatalf("ForceDelete with containerd down: %v, want Unavailable", err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deferred ForceDelete", func() (bool, string) {
+		m := tc.Metrics()
+		return m.DeletesCompleted == 1, fmt.Sprintf("%+v, %d pending", m, tc.events.deletes.len())
+	})
+	waitGone(t, pid)
+	if _, err := tc.c8dClient.TaskService().Get(tc.ctx, &tasks.GetRequest{ContainerID: id}); !errdefs.IsNotFound(wrapError(err)) {
+		t.Fatalf("task after the deferred ForceDelete: %v, want NotFound", err)
+	}
+	if exit := tc.backend.waitExit(t, id, pid); exit.ExitCode != 137 {
+		t.Fatalf("exit %+v, want 137", exit)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitNoShims(t, d)
+	if n := len(exitsOfPid(tc.backend.all(), id, pid)); n != 1 {
+		t.Fatalf("%d exits of pid %d, want 1", n, pid)
+	}
+}
+
+// TestDeferredDeletesBoundToTheirRun has deletes deferred during an
+// outage, and the engine, once containerd is back and before the client
+// completes them, make anew what they named: a container under the same ID
+// (ReplaceContainer), and a new task, already stopped, of another
+// container. The deferred deletes leave the newer ones alone.
+func TestDeferredDeletesBoundToTheirRun(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	tc, id := newDaemonTest(t, func(o *clientOptions) {
+		o.beforeDeferredDeletes = func(ctx context.Context) {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
+		}
+	})
+	d := tc.daemon
+	replaced := tc.newContainer(t, id, []string{"true"})
+	rerunID := testutil.ID(t, "rerun")
+	rerun, oldTask, _ := tc.run(t, rerunID, false, []string{"true"})
+	tc.backend.waitExit(t, rerunID, oldTask.Pid())
+
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := replaced.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
+		t.Fatalf("container Delete with containerd down: %v, want Unavailable", err)
+	}
+	if _, err := oldTask.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
+		t.Fatalf("task Delete with containerd down: %v, want Unavailable", err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	var fresh types.Container
+	if err := retry("ReplaceContainer once containerd serves", func() (err error) {
+		fresh, err = ReplaceContainer(tc.ctx, tc.Client, id, tc.spec(t, id, []string{"sleep", "3600"}), runcShim, &runcoptions.Options{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// containerd 2.4 may have removed the stopped task at its restart.
+	if err := retry("the engine's own delete of the old task", func() error {
+		if _, err := oldTask.Delete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	newTask := tc.createAndStart(t, rerun, false, (&capture{}).attach)
+	tc.backend.waitExit(t, rerunID, newTask.Pid())
+
+	close(gate)
+	eventually(t, "the deferred deletes to be settled", func() (bool, string) {
+		return tc.events.deletes.len() == 0, fmt.Sprintf("%d pending, %+v", tc.events.deletes.len(), tc.Metrics())
+	})
+	if m := tc.Metrics(); m.DeletesCompleted != 0 {
+		t.Fatalf("%d deferred deletes completed, want none: %+v", m.DeletesCompleted, m)
+	}
+	task := tc.createAndStart(t, fresh, false, (&capture{}).attach)
+	if st, err := task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
+		t.Fatalf("task of the new container: %v, %v; want running", st.Status, err)
+	}
+	tc.killAndDelete(t, fresh, task)
+	st, err := newTask.Delete(tc.ctx)
+	if err != nil || st.ExitCode() != 0 {
+		t.Fatalf("the engine's delete of the newer stopped task: %v, %v; want its status 0", st, err)
+	}
+	if err := rerun.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCloseAbandonsDeferredDeletes closes the client while a delete waits
+// for containerd: Close does not wait for containerd, and says so in
+// Metrics.
+func TestCloseAbandonsDeferredDeletes(t *testing.T) {
+	t.Parallel()
+	tc, id := newDaemonTest(t)
+	ctr := tc.newContainer(t, id, []string{"true"})
+	if err := tc.daemon.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
+		t.Fatalf("container Delete with containerd down: %v, want Unavailable", err)
+	}
+	if err := tc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m := tc.Metrics(); m.DeletesDeferred != 1 || m.DeletesAbandoned != 1 || m.DeletesCompleted != 0 {
+		t.Fatalf("metrics after Close: %+v, want one delete deferred and abandoned", m)
+	}
 }
