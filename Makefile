@@ -89,10 +89,15 @@ cross: ## build and vet the library, types, queue and containerdtest (with their
 		$(GO) vet . ./types ./queue ./containerdtest ./internal/testutil; \
 	done
 
+comma := ,
 ENGINE_CONTAINERD ?= v2,debian
+# The engines: v28 (dockerd v28.5.2) and v29 (moby's v2 module at
+# ENGINE_MOBY_V2_VERSION; bump it to test a newer v29 engine, see docs/engine.md).
+ENGINE_DOCKERD ?= v28,v29
+ENGINE_MOBY_V2_VERSION ?= v2.0.0-beta.24
 
 .PHONY: engine-test
-engine-test: tools ## dockerd v28.5.2 stock vs on this module, compared through the docker CLI on containerd 2.4 and 1.6 (ENGINE_CONTAINERD=v2,debian); see docs/engine.md
-	GO=$(GO) enginetest/build.sh
+engine-test: tools ## dockerd v28.5.2 and v29 (moby v2 module), each stock vs on this module, compared through the docker CLI on containerd 2.4 and 1.6 (ENGINE_DOCKERD=v28,v29 ENGINE_CONTAINERD=v2,debian ENGINE_MOBY_V2_VERSION); see docs/engine.md
+	GO=$(GO) MOBY_V2_VERSION=$(ENGINE_MOBY_V2_VERSION) enginetest/build.sh $(subst $(comma), ,$(ENGINE_DOCKERD))
 	$(GO) vet -tags enginetest ./enginetest
-	ENGINE_CONTAINERD=$(ENGINE_CONTAINERD) $(GO) test -tags enginetest -count=1 -timeout 30m -v ./enginetest
+	ENGINE_DOCKERD=$(ENGINE_DOCKERD) ENGINE_CONTAINERD=$(ENGINE_CONTAINERD) $(GO) test -tags enginetest -count=1 -timeout 40m -v ./enginetest
