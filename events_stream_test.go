@@ -275,3 +275,54 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 	}
 	t.Logf("metrics: %+v", tc.Metrics())
 }
+
+// TestExecExitBeforeInitAfterOutage kills containerd, then a container's
+// init process and with it an exec, and restarts containerd: the exec's
+// exit reaches the engine before the init's, as containerd's shim orders
+// them, whether the exits come from the shim or from reconciliation.
+// dockerd cleans a container's execs up at its exit: an exec exit after
+// it would lose its status.
+func TestExecExitBeforeInitAfterOutage(t *testing.T) {
+	t.Parallel()
+	tc, base := newDaemonTest(t)
+	d := tc.daemon
+	for i := range 20 {
+		id := fmt.Sprintf("%s-%d", base, i)
+		ctr, task := tc.runSleeper(t, id)
+		p, _ := tc.exec(t, task, "probe", false, "sleep", "3600")
+		tc.backend.waitEvent(t, id, types.EventExecStarted, "probe")
+		if err := d.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		// The init first: the kernel then kills the exec, in its pid
+		// namespace.
+		for _, pid := range []uint32{task.Pid(), p.Pid()} {
+			if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				t.Fatal(err)
+			}
+		}
+		waitGone(t, task.Pid())
+		waitGone(t, p.Pid())
+		if err := d.Start(); err != nil {
+			t.Fatal(err)
+		}
+		tc.backend.waitExit(t, id, task.Pid())
+		var order []string
+		for _, e := range exitsOf(tc.backend.of(id), id) {
+			order = append(order, e.Info.ProcessID)
+		}
+		if len(order) != 2 || order[0] != "probe" {
+			t.Fatalf("round %d: exits of %v, want the exec's then the init's, once each", i, order)
+		}
+		if err := retry("delete the exec", func() error {
+			_, err := p.Delete(tc.ctx)
+			if errdefs.IsNotFound(err) {
+				return nil
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		tc.killAndDelete(t, ctr, task)
+	}
+}

@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
@@ -250,4 +253,70 @@ func TestFailuresLeaveNoFIFOs(t *testing.T) {
 		}
 		tc.reap(t, id, "failing", p)
 	})
+}
+
+// TestExecRecordsBounded is a healthcheck on one container for months:
+// execs one after the other, some failing to start (a missing command),
+// the others exiting and deleted by the engine at their exit. What the
+// client remembers of them stays within its tombstone bound plus the
+// processes alive.
+func TestExecRecordsBounded(t *testing.T) {
+	t.Parallel()
+	const (
+		perKind = 5000 // failing execs, and as many that run
+		workers = 4
+		bound   = 64 // tombstones kept
+	)
+	b := newRecordingBackend()
+	var exited sync.Map // exec ID -> chan struct{}, closed at its exit event
+	b.fail = func(_ string, et types.EventType, ei types.EventInfo) error {
+		if et != types.EventExit {
+			return nil
+		}
+		if ch, ok := exited.LoadAndDelete(ei.ProcessID); ok {
+			close(ch.(chan struct{}))
+		}
+		return nil
+	}
+	tc := newTestClientWith(t, b, func(o *clientOptions) { o.tombstoneMax = bound })
+	id := testutil.ID(t)
+	_, task := tc.runSleeper(t, id)
+	missing := tc.processSpec(t, id, "/no/such/command")
+	runs := tc.processSpec(t, id, "true")
+	var largest atomic.Int64
+	err := inParallel(workers, func(w int) error {
+		for i := range perKind / workers {
+			execID := fmt.Sprintf("fail-%d-%d", w, i)
+			if _, err := task.Exec(tc.ctx, execID, missing, false, (&capture{}).attach); err == nil {
+				return fmt.Errorf("exec %s of a missing command started", execID)
+			}
+			execID = fmt.Sprintf("run-%d-%d", w, i)
+			done := make(chan struct{})
+			exited.Store(execID, done)
+			p, err := task.Exec(tc.ctx, execID, runs, false, (&capture{}).attach)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-done:
+			case <-time.After(waitTimeout):
+				return fmt.Errorf("no exit event of %s", execID)
+			}
+			if _, err := p.Delete(tc.ctx); err != nil {
+				return err
+			}
+			n := int64(tc.events.store.size())
+			for m := largest.Load(); n > m && !largest.CompareAndSwap(m, n); m = largest.Load() {
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Alive: the init process, and up to two execs per worker.
+	if n := largest.Load(); n > bound+1+2*workers {
+		t.Fatalf("up to %d processes remembered after %d execs, bound %d tombstones", n, 2*perKind, bound)
+	}
+	t.Logf("%d execs: up to %d processes remembered", 2*perKind, largest.Load())
 }
