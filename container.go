@@ -202,7 +202,14 @@ func (c *container) Delete(ctx context.Context) error {
 // so it cannot delete it, and its shim would stay. Such a task, never
 // started and never handed out, is deleted first; any other task is the
 // engine's, and the delete is given up.
+//
+// The delete is of the container the engine asked to delete, not of its
+// ID: a container made anew under that ID since (ReplaceContainer after
+// containerd came back) is left alone.
 func (c *container) completeDelete(ctx context.Context) error {
+	if err := c.sameIncarnation(ctx); err != nil {
+		return err
+	}
 	err := c.delete(ctx)
 	if errdefs.IsFailedPrecondition(err) {
 		if terr := c.deleteUnclaimedTask(ctx); terr != nil {
@@ -214,6 +221,26 @@ func (c *container) completeDelete(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// sameIncarnation checks that the container containerd has under the
+// handle's ID is the handle's: created at the same time.
+func (c *container) sameIncarnation(ctx context.Context) error {
+	ctx = c.client.withNamespace(ctx)
+	id := c.c8dCtr.ID()
+	mine, err := c.c8dCtr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return wrapError(err)
+	}
+	now, err := c.client.c8dClient.ContainerService().Get(ctx, id)
+	if err != nil {
+		return wrapError(err)
+	}
+	if !mine.CreatedAt.IsZero() && !now.CreatedAt.Equal(mine.CreatedAt) {
+		return fmt.Errorf("container %s was made anew (created %s, the deleted one %s): %w",
+			id, now.CreatedAt.Format(time.RFC3339Nano), mine.CreatedAt.Format(time.RFC3339Nano), errdefs.ErrFailedPrecondition)
+	}
+	return nil
 }
 
 func (c *container) deleteUnclaimedTask(ctx context.Context) error {
