@@ -10,10 +10,12 @@ CONTAINERD_VERSION := v2.4.2
 # tests run when `criu check` passes), iptables (CRIU locks a container's
 # network with iptables-restore while it dumps).
 APT_PACKAGES := containerd runc busybox-static criu iptables
-# Where `make tools` provisions Debian trixie's criu when the machine's own
-# fails `criu check` (see internal/tools/criu.sh). Its bin goes first in
-# the PATH of everything make runs, which the test harness, demo and bench
-# hand to containerd, whose runc looks `criu` up in it.
+# Where `make tools` puts the first CRIU that passes a real dump and
+# restore: the machine's own, else Debian trixie's, else Debian sid's,
+# fetched here (see internal/tools/criu.sh; the choice is cached in
+# $(CRIU_DIR)/selected). Its bin goes first in the PATH of everything
+# make runs, which the test harness, demo and bench hand to containerd,
+# whose runc looks `criu` up in it.
 CRIU_DIR := $(CURDIR)/.tools/criu
 export PATH := $(CRIU_DIR)/bin:$(PATH)
 TEST_FLAGS ?= -race -count=1 -timeout 25m
@@ -27,7 +29,7 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION) ## install test dependencies: Debian packages if missing, containerd 2.4 (CONTAINERD_VERSION) into .tools/bin, a working criu into .tools/criu
+tools: $(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION) ## install test dependencies: Debian packages if missing, containerd 2.4 (CONTAINERD_VERSION) into .tools/bin, a criu that passes a dump-and-restore self-test into .tools/criu
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
