@@ -3,18 +3,12 @@ package libcontainerd
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,172 +18,13 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/archive"
-	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
 )
-
-// checkpointArgs is a container that says it started and then waits.
-var checkpointArgs = []string{"sh", "-c", "echo started; exec sleep 600"}
-
-// newCheckpointContainer creates container id running args with the fake
-// runtime as runc, recording checkpoint files into rec.
-func (tc *testClient) newCheckpointContainer(t testing.TB, id, rec string, args []string) types.Container {
-	t.Helper()
-	spec := tc.spec(t, id, args, oci.WithAnnotations(map[string]string{testutil.FakeRuntimeRecordAnnotation: rec}))
-	ctr, err := tc.NewContainer(tc.ctx, id, spec, runcShim, &runcoptions.Options{BinaryName: tc.daemon.FakeRuntime(t)})
-	if err != nil {
-		t.Fatalf("NewContainer(%s): %v", id, err)
-	}
-	return ctr
-}
-
-// startCheckpointable opens a parallel test with a running task of the
-// fake runtime, which records in rec what it is asked to checkpoint and
-// restore.
-func startCheckpointable(t *testing.T) (tc *testClient, id, rec string, ctr types.Container, task types.Task) {
-	t.Parallel()
-	tc = newTestClient(t)
-	id, rec = testutil.ID(t), t.TempDir()
-	ctr = tc.newCheckpointContainer(t, id, rec, checkpointArgs)
-	task, _ = tc.startCheckpointTask(t, ctr, "")
-	return tc, id, rec, ctr, task
-}
-
-// startCheckpointTask creates and starts ctr's task from checkpointDir ("" for none)
-// and waits for its "started" line.
-func (tc *testClient) startCheckpointTask(t testing.TB, ctr types.Container, checkpointDir string) (types.Task, *capture) {
-	t.Helper()
-	out := &capture{}
-	task, err := ctr.NewTask(tc.ctx, checkpointDir, false, out.attach)
-	if err != nil {
-		t.Fatalf("NewTask(%q): %v", checkpointDir, err)
-	}
-	if err := task.Start(tc.ctx); err != nil {
-		t.Fatal(err)
-	}
-	out.waitOutput(t, "started\n")
-	return task, out
-}
-
-// removeCheckpointTask kills and deletes task, then deletes ctr.
-func (tc *testClient) removeCheckpointTask(t testing.TB, ctr types.Container, task types.Task) {
-	t.Helper()
-	if task != nil {
-		if err := task.ForceDelete(tc.ctx); err != nil {
-			t.Errorf("force delete task: %v", err)
-		}
-	}
-	if err := ctr.Delete(tc.ctx); err != nil {
-		t.Errorf("delete container: %v", err)
-	}
-}
-
-// checkpointFile describes one entry of a tree for comparisons.
-type checkpointFile struct {
-	Mode   fs.FileMode
-	SHA256 string
-}
-
-// checkpointTree lists every entry below dir (not dir itself) with its type,
-// permissions and content digest.
-func checkpointTree(t testing.TB, dir string) map[string]checkpointFile {
-	t.Helper()
-	tree := map[string]checkpointFile{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		s := checkpointFile{Mode: info.Mode().Type() | info.Mode().Perm()}
-		if info.Mode().IsRegular() {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			s.SHA256 = hex.EncodeToString(sum[:])
-		}
-		tree[rel] = s
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk %s: %v", dir, err)
-	}
-	return tree
-}
-
-func sameCheckpointTree(t testing.TB, what string, got, want map[string]checkpointFile) {
-	t.Helper()
-	if len(want) == 0 {
-		t.Fatalf("%s: nothing to compare with", what)
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("%s:\n got %v\nwant %v", what, got, want)
-	}
-}
-
-// assertNoCheckpointLeftovers checks that the namespace holds no image,
-// content, ingest or lease: the test namespaces are private, so any is
-// left by a checkpoint upload or download.
-func (tc *testClient) assertNoCheckpointLeftovers(t testing.TB) {
-	t.Helper()
-	cli := tc.c8dClient
-	imgs, err := cli.ImageService().List(tc.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, img := range imgs {
-		t.Errorf("image left: %s (%s)", img.Name, img.Target.Digest)
-	}
-	if err := cli.ContentStore().Walk(tc.ctx, func(info content.Info) error {
-		t.Errorf("content left: %s (%d bytes, labels %v)", info.Digest, info.Size, info.Labels)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	statuses, err := cli.ContentStore().ListStatuses(tc.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range statuses {
-		t.Errorf("ingest left: %s (%d bytes)", st.Ref, st.Offset)
-	}
-	ls, err := cli.LeasesService().List(tc.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range ls {
-		t.Errorf("lease left: %s %v", l.ID, l.Labels)
-	}
-}
-
-// fakeCheckpointInfo reads the description the fake runtime put into a
-// checkpoint.
-func fakeCheckpointInfo(t testing.TB, dir string) (id string, leaveRunning bool) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "fake-checkpoint.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		ID           string `json:"id"`
-		LeaveRunning bool   `json:"leaveRunning"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
-	return v.ID, v.LeaveRunning
-}
 
 // TestCheckpointRoundTrip checkpoints a task run by the fake runtime into a
 // directory and restores a task from it: the directory gets exactly what
@@ -277,29 +112,6 @@ func TestCheckpointRestoreConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.assertNoCheckpointLeftovers(t)
-}
-
-// writeFakeCheckpoint makes a checkpoint directory the fake runtime
-// accepts, without a checkpoint.
-// newUploadTest opens the tests of checkpoint uploads: a parallel test's
-// client and a checkpoint directory to upload.
-func newUploadTest(t *testing.T) (*testClient, string) {
-	t.Parallel()
-	return newTestClient(t), writeFakeCheckpoint(t)
-}
-
-func writeFakeCheckpoint(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, data := range map[string]string{
-		"fake-checkpoint.json": `{"id": "none", "token": "` + t.Name() + `"}`,
-		"pages-1.img":          strings.Repeat("page", 4096),
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 // TestCheckpointUploadExistingBlob uploads a checkpoint whose blob is
@@ -530,43 +342,6 @@ func TestCheckpointWithoutLayer(t *testing.T) {
 	}
 }
 
-// asNobodyFS runs f on an OS thread of its own whose file system user is
-// nobody: the kernel then drops the capabilities that let root ignore file
-// permissions, for that thread only. The thread is discarded afterwards.
-// It reports false if the thread still bypasses permissions.
-func asNobodyFS(t testing.TB, f func()) bool {
-	t.Helper()
-	probe := t.TempDir()
-	if err := os.Chmod(probe, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ok := make(chan bool)
-	go func() {
-		// Never unlocked: the runtime ends the thread with the goroutine.
-		runtime.LockOSThread()
-		unix.Setfsgid(65534)
-		unix.Setfsuid(65534)
-		if _, err := os.ReadDir(probe); !errors.Is(err, fs.ErrPermission) {
-			ok <- false
-			return
-		}
-		f()
-		ok <- true
-	}()
-	return <-ok
-}
-
-// makeTraversable makes base, a t.TempDir(), and the test's temporary
-// root above it searchable by anyone, for asNobodyFS.
-func makeTraversable(t testing.TB, base string) {
-	t.Helper()
-	for _, d := range []string{base, filepath.Dir(base)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // TestCheckpointBadInput runs both directions on inputs that cannot work:
 // each fails with its class before the task or containerd is touched,
 // changes nothing on disk and leaves nothing in containerd.
@@ -713,14 +488,4 @@ func TestCheckpointBadInput(t *testing.T) {
 			})
 		}
 	})
-}
-
-// criuCheck runs `criu check`, which fails where CRIU cannot dump.
-func criuCheck() (string, error) {
-	criu, err := exec.LookPath("criu")
-	if err != nil {
-		return "", err
-	}
-	out, err := exec.Command(criu, "check").CombinedOutput()
-	return strings.TrimSpace(string(out)), err
 }

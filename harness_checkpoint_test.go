@@ -1,0 +1,560 @@
+//go:build linux
+
+package libcontainerd
+
+// The checkpoint tests' harness: containers of the fake runtime (runc
+// except for checkpoint and restore, see internal/testutil/fakeruntime),
+// counters that real CRIU dumps and restores, and the checks of what a
+// checkpoint leaves behind.
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctrkit/libcontainerd/internal/testutil"
+	"github.com/ctrkit/libcontainerd/types"
+)
+
+// checkpointArgs is a container that says it started and then waits.
+var checkpointArgs = []string{"sh", "-c", "echo started; exec sleep 600"}
+
+// newCheckpointContainer creates container id running args with the fake
+// runtime as runc, recording checkpoint files into rec.
+func (tc *testClient) newCheckpointContainer(t testing.TB, id, rec string, args []string) types.Container {
+	t.Helper()
+	spec := tc.spec(t, id, args, oci.WithAnnotations(map[string]string{testutil.FakeRuntimeRecordAnnotation: rec}))
+	ctr, err := tc.NewContainer(tc.ctx, id, spec, runcShim, &runcoptions.Options{BinaryName: tc.daemon.FakeRuntime(t)})
+	if err != nil {
+		t.Fatalf("NewContainer(%s): %v", id, err)
+	}
+	return ctr
+}
+
+// startCheckpointable opens a parallel test with a running task of the
+// fake runtime, which records in rec what it is asked to checkpoint and
+// restore.
+func startCheckpointable(t *testing.T) (tc *testClient, id, rec string, ctr types.Container, task types.Task) {
+	t.Parallel()
+	tc = newTestClient(t)
+	id, rec = testutil.ID(t), t.TempDir()
+	ctr = tc.newCheckpointContainer(t, id, rec, checkpointArgs)
+	task, _ = tc.startCheckpointTask(t, ctr, "")
+	return tc, id, rec, ctr, task
+}
+
+// startCheckpointTask creates and starts ctr's task from checkpointDir ("" for none)
+// and waits for its "started" line.
+func (tc *testClient) startCheckpointTask(t testing.TB, ctr types.Container, checkpointDir string) (types.Task, *capture) {
+	t.Helper()
+	out := &capture{}
+	task, err := ctr.NewTask(tc.ctx, checkpointDir, false, out.attach)
+	if err != nil {
+		t.Fatalf("NewTask(%q): %v", checkpointDir, err)
+	}
+	if err := task.Start(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	out.waitOutput(t, "started\n")
+	return task, out
+}
+
+// removeCheckpointTask kills and deletes task, then deletes ctr.
+func (tc *testClient) removeCheckpointTask(t testing.TB, ctr types.Container, task types.Task) {
+	t.Helper()
+	if task != nil {
+		if err := task.ForceDelete(tc.ctx); err != nil {
+			t.Errorf("force delete task: %v", err)
+		}
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Errorf("delete container: %v", err)
+	}
+}
+
+// checkpointFile describes one entry of a tree for comparisons.
+type checkpointFile struct {
+	Mode   fs.FileMode
+	SHA256 string
+}
+
+// checkpointTree lists every entry below dir (not dir itself) with its type,
+// permissions and content digest.
+func checkpointTree(t testing.TB, dir string) map[string]checkpointFile {
+	t.Helper()
+	tree := map[string]checkpointFile{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		s := checkpointFile{Mode: info.Mode().Type() | info.Mode().Perm()}
+		if info.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256(b)
+			s.SHA256 = hex.EncodeToString(sum[:])
+		}
+		tree[rel] = s
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
+	return tree
+}
+
+func sameCheckpointTree(t testing.TB, what string, got, want map[string]checkpointFile) {
+	t.Helper()
+	if len(want) == 0 {
+		t.Fatalf("%s: nothing to compare with", what)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%s:\n got %v\nwant %v", what, got, want)
+	}
+}
+
+// assertNoCheckpointLeftovers checks that the namespace holds no image,
+// content, ingest or lease: the test namespaces are private, so any is
+// left by a checkpoint upload or download.
+func (tc *testClient) assertNoCheckpointLeftovers(t testing.TB) {
+	t.Helper()
+	cli := tc.c8dClient
+	imgs, err := cli.ImageService().List(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range imgs {
+		t.Errorf("image left: %s (%s)", img.Name, img.Target.Digest)
+	}
+	if err := cli.ContentStore().Walk(tc.ctx, func(info content.Info) error {
+		t.Errorf("content left: %s (%d bytes, labels %v)", info.Digest, info.Size, info.Labels)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	statuses, err := cli.ContentStore().ListStatuses(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range statuses {
+		t.Errorf("ingest left: %s (%d bytes)", st.Ref, st.Offset)
+	}
+	ls, err := cli.LeasesService().List(tc.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls {
+		t.Errorf("lease left: %s %v", l.ID, l.Labels)
+	}
+}
+
+// fakeCheckpointInfo reads the description the fake runtime put into a
+// checkpoint.
+func fakeCheckpointInfo(t testing.TB, dir string) (id string, leaveRunning bool) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "fake-checkpoint.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		ID           string `json:"id"`
+		LeaveRunning bool   `json:"leaveRunning"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.ID, v.LeaveRunning
+}
+
+// newUploadTest opens the tests of checkpoint uploads: a parallel test's
+// client and a checkpoint directory to upload.
+func newUploadTest(t *testing.T) (*testClient, string) {
+	t.Parallel()
+	return newTestClient(t), writeFakeCheckpoint(t)
+}
+
+// writeFakeCheckpoint makes a checkpoint directory the fake runtime
+// accepts, without a checkpoint.
+func writeFakeCheckpoint(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range map[string]string{
+		"fake-checkpoint.json": `{"id": "none", "token": "` + t.Name() + `"}`,
+		"pages-1.img":          strings.Repeat("page", 4096),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// asNobodyFS runs f on an OS thread of its own whose file system user is
+// nobody: the kernel then drops the capabilities that let root ignore file
+// permissions, for that thread only. The thread is discarded afterwards.
+// It reports false if the thread still bypasses permissions.
+func asNobodyFS(t testing.TB, f func()) bool {
+	t.Helper()
+	probe := t.TempDir()
+	if err := os.Chmod(probe, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ok := make(chan bool)
+	go func() {
+		// Never unlocked: the runtime ends the thread with the goroutine.
+		runtime.LockOSThread()
+		unix.Setfsgid(65534)
+		unix.Setfsuid(65534)
+		if _, err := os.ReadDir(probe); !errors.Is(err, fs.ErrPermission) {
+			ok <- false
+			return
+		}
+		f()
+		ok <- true
+	}()
+	return <-ok
+}
+
+// makeTraversable makes base, a t.TempDir(), and the test's temporary
+// root above it searchable by anyone, for asNobodyFS.
+func makeTraversable(t testing.TB, base string) {
+	t.Helper()
+	for _, d := range []string{base, filepath.Dir(base)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// criuCheck runs `criu check`, which fails where CRIU cannot dump.
+func criuCheck() (string, error) {
+	criu, err := exec.LookPath("criu")
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(criu, "check").CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// The tests in this file checkpoint and restore with real runc and CRIU:
+// the CRIU that `criu check` passes with, first in PATH (`make tools`
+// provisions one when the machine's own does not work; the harness hands
+// the PATH to containerd, whose runc looks criu up in it).
+
+// counterScript counts on stdout from a shell variable, one line every
+// 50 ms, and echoes what it reads on stdin. A restored copy goes on from
+// where the dump left the variable; a restart would begin at 0.
+const counterScript = `i=0
+while :; do echo "count $i"; i=$((i+1)); sleep 0.05; done &
+while read -r line; do echo "echo $line"; done
+wait`
+
+var criuCheckOnce = sync.OnceValues(criuCheck)
+
+// requireCRIU skips t unless `criu check` passes; when integration tests
+// are required, that is a failure: CI proves checkpoints with real CRIU.
+func requireCRIU(t *testing.T) {
+	t.Helper()
+	out, err := criuCheckOnce()
+	if err == nil {
+		return
+	}
+	msg := fmt.Sprintf("real CRIU cannot checkpoint here (`make tools` provisions one): criu check: %v: %s", err, out)
+	if os.Getenv(testutil.EnvRequireIntegration) == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// counterTask is a container running counterScript, its task and output.
+type counterTask struct {
+	id   string
+	ctr  types.Container
+	task types.Task
+	out  *capture
+}
+
+// startCounter creates container id running counterScript, with stdin,
+// and starts its task from checkpointDir ("" for a fresh start). The task
+// is killed and everything deleted when t ends, unless the test did.
+func (tc *testClient) startCounter(t *testing.T, id, checkpointDir string, opts ...oci.SpecOpts) *counterTask {
+	t.Helper()
+	ct := &counterTask{id: id, out: &capture{}}
+	ct.ctr = tc.newContainer(t, id, []string{"sh", "-c", counterScript}, opts...)
+	task, err := ct.ctr.NewTask(tc.ctx, checkpointDir, true, ct.out.attach)
+	if err != nil {
+		_ = ct.ctr.Delete(tc.ctx)
+		t.Fatalf("NewTask(%s, %q): %v", id, checkpointDir, err)
+	}
+	ct.task = task
+	t.Cleanup(func() { tc.removeCounter(t, ct) })
+	if err := task.Start(tc.ctx); err != nil {
+		t.Fatalf("Start(%s): %v", id, err)
+	}
+	return ct
+}
+
+// removeCounter kills and deletes ct's task, if it still has one, and its
+// container; what is gone already is fine.
+func (tc *testClient) removeCounter(t testing.TB, ct *counterTask) {
+	t.Helper()
+	if ct.task != nil {
+		tc.killAndDelete(t, ct.ctr, ct.task)
+		ct.task = nil
+		return
+	}
+	if err := ct.ctr.Delete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+		t.Errorf("delete container %s: %v", ct.id, err)
+	}
+}
+
+// stdout returns what ct printed so far.
+func (ct *counterTask) stdout() string {
+	ct.out.mu.Lock()
+	defer ct.out.mu.Unlock()
+	return ct.out.stdout.String()
+}
+
+var countLine = regexp.MustCompile(`(?m)^count (\d+)$`)
+
+// counts returns the counter values in out, in order.
+func counts(out string) []int {
+	var n []int
+	for _, m := range countLine.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.Atoi(m[1])
+		n = append(n, v)
+	}
+	return n
+}
+
+// lastCount returns the last counter value ct printed.
+func (ct *counterTask) lastCount(t testing.TB) int {
+	t.Helper()
+	n := counts(ct.stdout())
+	if len(n) == 0 {
+		t.Fatalf("%s printed no count: %q", ct.id, ct.stdout())
+	}
+	return n[len(n)-1]
+}
+
+// startCounting opens a test with a counter container named after it,
+// once the counter has printed n values.
+func startCounting(t *testing.T, n int) (*testClient, *counterTask) {
+	t.Helper()
+	tc := newTestClient(t)
+	ct := tc.startCounter(t, testutil.ID(t), "")
+	ct.waitCount(t, 0, n)
+	return tc, ct
+}
+
+// waitCount waits until ct has printed at least n counter values after
+// the first offset bytes of its output, and returns them.
+func (ct *counterTask) waitCount(t testing.TB, offset, n int) []int {
+	t.Helper()
+	var got []int
+	eventually(t, fmt.Sprintf("%d counter values of %s after byte %d", n, ct.id, offset), func() (bool, string) {
+		out := ct.stdout()
+		got = counts(out[offset:])
+		return len(got) >= n, fmt.Sprintf("stdout %q", out)
+	})
+	return got
+}
+
+// roundTrip writes a line to ct's stdin and waits for its echo.
+func (ct *counterTask) roundTrip(t testing.TB, line string) {
+	t.Helper()
+	if _, err := io.WriteString(ct.out.stdin, line+"\n"); err != nil {
+		t.Fatalf("write stdin of %s: %v", ct.id, err)
+	}
+	ct.out.waitOutput(t, "echo "+line+"\n")
+}
+
+// criuDumpLog matches where containerd's shim says CRIU's log is.
+var criuDumpLog = regexp.MustCompile(`path= (\S+\.log)`)
+
+// checkpoint checkpoints ct into dir and fails t with CRIU's log if it
+// fails.
+func (tc *testClient) checkpoint(t testing.TB, ct *counterTask, dir string, exit bool) {
+	t.Helper()
+	if err := ct.task.CreateCheckpoint(tc.ctx, dir, exit); err != nil {
+		t.Fatalf("checkpoint %s (exit=%v): %v%s", ct.id, exit, err, criuLog(err))
+	}
+}
+
+// checkpointImages checkpoints ct into a new directory, which it returns
+// once it holds CRIU's images and containerd holds nothing of the
+// checkpoint.
+func (tc *testClient) checkpointImages(t testing.TB, ct *counterTask, exit bool) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "checkpoint")
+	tc.checkpoint(t, ct, dir, exit)
+	assertCRIUImages(t, dir)
+	tc.assertNoCheckpointLeftovers(t)
+	return dir
+}
+
+// criuLog returns the errors in the CRIU log that an error of runc
+// points to, if any.
+func criuLog(err error) string {
+	if err == nil {
+		return ""
+	}
+	m := criuDumpLog.FindStringSubmatch(err.Error())
+	if m == nil {
+		return ""
+	}
+	b, rerr := os.ReadFile(m[1])
+	if rerr != nil {
+		return "\n" + rerr.Error()
+	}
+	var errs []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "Error") {
+			errs = append(errs, line)
+		}
+	}
+	return "\nCRIU's errors (" + m[1] + "):\n" + strings.Join(errs, "\n")
+}
+
+// assertCRIUImages checks that dir holds what CRIU dumped, and that the
+// download left nothing next to it.
+func assertCRIUImages(t testing.TB, dir string) {
+	t.Helper()
+	for _, name := range []string{"inventory.img", "pstree.img", "descriptors.json"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatalf("checkpoint dir has no %s: %v (has %v)", name, err, dirEntries(t, dir))
+		}
+	}
+	if left := dirEntries(t, filepath.Dir(dir)); len(left) != 1 {
+		t.Fatalf("next to the checkpoint dir: %v, want only %s", left, filepath.Base(dir))
+	}
+}
+
+// assertRestoredEvents checks the Backend's events of a restored
+// container: create and start of its init process, the start with the
+// restored pid, and no exit yet.
+func (tc *testClient) assertRestoredEvents(t testing.TB, ct *counterTask) {
+	t.Helper()
+	tc.backend.waitEvent(t, ct.id, types.EventCreate, ct.id)
+	if start := tc.backend.waitEvent(t, ct.id, types.EventStart, ct.id); start.Pid != ct.task.Pid() {
+		t.Fatalf("start event %+v, want pid %d", start, ct.task.Pid())
+	}
+	if exits := exitsOfPid(tc.backend.of(ct.id), ct.id, ct.task.Pid()); len(exits) != 0 {
+		t.Fatalf("exit events of the running %s: %v", ct.id, exits)
+	}
+}
+
+// stopAndCheckExit kills ct, deletes it and checks that its exit reached
+// the Backend exactly once.
+func (tc *testClient) stopAndCheckExit(t testing.TB, ct *counterTask) {
+	t.Helper()
+	pid := ct.task.Pid()
+	tc.removeCounter(t, ct)
+	if exits := exitsOfPid(tc.backend.of(ct.id), ct.id, pid); len(exits) != 1 {
+		t.Fatalf("exit events of %s pid %d: %v, want one", ct.id, pid, exits)
+	}
+}
+
+// assertNothingLeft checks that the client's state dir is empty (no
+// bundle, no FIFO) and that containerd holds no checkpoint image, lease
+// or content.
+func (tc *testClient) assertNothingLeft(t testing.TB) {
+	t.Helper()
+	if left := dirEntries(t, tc.stateDir); len(left) != 0 {
+		t.Errorf("left in the state dir: %v", left)
+	}
+	tc.assertNoCheckpointLeftovers(t)
+}
+
+// assertRefused checkpoints task, into a new and into an existing empty
+// directory, expecting FailedPrecondition each time, nothing left in or
+// next to the directory or in containerd, and the task still running;
+// then it calls check, if set, with the error.
+func (tc *testClient) assertRefused(t *testing.T, task types.Task, check func(error)) {
+	t.Helper()
+	for _, exists := range []bool{false, true} {
+		base := t.TempDir()
+		dir := filepath.Join(base, "checkpoint")
+		if exists {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := task.CreateCheckpoint(tc.ctx, dir, true)
+		if wantClass(t, "refused checkpoint", err, "FailedPrecondition"); t.Failed() {
+			t.Fatalf("refused checkpoint of %s%s", dir, criuLog(err))
+		}
+		if exists {
+			if left := dirEntries(t, dir); len(left) != 0 {
+				t.Fatalf("left in the checkpoint dir: %v", left)
+			}
+		} else if left := dirEntries(t, base); len(left) != 0 {
+			t.Fatalf("left next to the checkpoint dir: %v", left)
+		}
+		if st, err := task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
+			t.Fatalf("task status after the refused checkpoint: %+v, %v; want running", st, err)
+		}
+		tc.assertNoCheckpointLeftovers(t)
+		if check != nil {
+			check(err)
+		}
+	}
+}
+
+// eachCheckpointMode runs test, in parallel, once with a checkpoint that
+// exits the task and once with one that leaves it running.
+func eachCheckpointMode(t *testing.T, test func(t *testing.T, exit bool)) {
+	t.Parallel()
+	requireCRIU(t)
+	for _, exit := range []bool{true, false} {
+		t.Run("exit="+strconv.FormatBool(exit), func(t *testing.T) {
+			t.Parallel()
+			test(t, exit)
+		})
+	}
+}
+
+// checkpointedCounter runs a counter in a parallel test of its own,
+// checkpoints it with exit into a directory, and removes it once it has
+// exited. It returns the test client, the checkpoint directory and the
+// last count the counter printed.
+func checkpointedCounter(t *testing.T) (tc *testClient, dir string, last int) {
+	t.Helper()
+	t.Parallel()
+	requireCRIU(t)
+	tc, orig := startCounting(t, 3)
+	dir = filepath.Join(t.TempDir(), "checkpoint")
+	tc.checkpoint(t, orig, dir, true)
+	tc.backend.waitEvent(t, orig.id, types.EventExit, orig.id)
+	orig.out.wait(t)
+	last = orig.lastCount(t)
+	tc.removeCounter(t, orig)
+	return tc, dir, last
+}
