@@ -311,6 +311,9 @@ func (d *Daemon) Close() error {
 	d.mu.Unlock()
 
 	var errs []error
+	// Before the shims: a hung CRIU would outlive them, holding its
+	// container's processes frozen and traced.
+	d.KillCRIU()
 	for _, pid := range d.Shims() {
 		if p, err := os.FindProcess(pid); err == nil {
 			_ = p.Kill()

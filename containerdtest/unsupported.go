@@ -37,3 +37,10 @@ func Shims(address string) []int { return nil }
 // ShimsUnder returns the pids of shim processes serving a containerd whose
 // socket is under dir; off Linux there are none.
 func ShimsUnder(dir string) []int { return nil }
+
+// KillCRIU kills the CRIU processes below shims; off Linux there are none.
+func KillCRIU(shims []int) []int { return nil }
+
+// KillCRIU kills the CRIU processes below the daemon's shims; off Linux
+// there are none.
+func (d *Daemon) KillCRIU() []int { return nil }

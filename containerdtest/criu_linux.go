@@ -1,0 +1,69 @@
+package containerdtest
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// KillCRIU kills, with SIGKILL, the CRIU processes below the shim
+// processes shims (the criu that runc starts to dump or restore a
+// container) and returns their pids. A CRIU that hangs in a dump keeps the
+// container's processes frozen and traced, and outlives runc and the shim
+// when they are killed; killing it ends the dump with an error. Processes
+// are found as descendants of the shims, never by name across the host: a
+// process counts as CRIU when an argument of its command line is a file
+// named criu (the machine's criu, a wrapper that runs one through its own
+// loader, or a stand-in script).
+func KillCRIU(shims []int) []int {
+	children := make(map[int][]int)
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// The parent's pid is the second field after the parenthesised
+		// command name.
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) < 2 {
+			continue
+		}
+		pid, err1 := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		ppid, err2 := strconv.Atoi(fields[1])
+		if err1 == nil && err2 == nil {
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	var killed []int
+	queue := slices.Clone(shims)
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		for _, child := range children[pid] {
+			queue = append(queue, child)
+			if isCRIU(child) && syscall.Kill(child, syscall.SIGKILL) == nil {
+				killed = append(killed, child)
+			}
+		}
+	}
+	return killed
+}
+
+// KillCRIU kills the CRIU processes below the daemon's shims (see the
+// function KillCRIU).
+func (d *Daemon) KillCRIU() []int { return KillCRIU(d.Shims()) }
+
+func isCRIU(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(strings.Split(string(b), "\x00"), func(arg string) bool {
+		return filepath.Base(arg) == "criu"
+	})
+}
