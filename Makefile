@@ -64,7 +64,7 @@ bench: tools ## library vs baselines (raw client, moby's libcontainerd) in one r
 	cd internal/cmd/lcdbench && $(GO) run . -containerd $(LIBCONTAINERD_TEST_CONTAINERD) -doc $(CURDIR)/docs/benchmarks.md $(BENCH_FLAGS)
 
 FUZZTIME ?= 10s
-FUZZ_TARGETS := FuzzValidateID FuzzMapEvent
+FUZZ_TARGETS := FuzzValidateID FuzzMapEvent FuzzProcessStoreModel
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 10s); seeds are in fuzz_test.go

@@ -35,47 +35,83 @@
 // Process.Delete returned, after which no event follows for it (dockerd's
 // restore handles those exits itself). Each process ID has a current
 // incarnation in one of four phases (none, created, running, exited) and
-// remembers the pids of a few earlier ones:
+// remembers the pids of a few earlier ones. An input names an incarnation
+// by pid: the current one (pid 0, which containerd sends when it lost the
+// pid, names it too), an earlier one (a pid remembered, or a time before
+// the current one was created), one replaced while it ran (its exit is
+// still owed), or one never seen. The rule is one function,
+// procRecord.step in events_process.go; row by row:
 //
 //	input                                  effect on the process
 //	-------------------------------------  ---------------------------------------------
 //	create: TaskCreate, ExecAdded,         a pid of the live incarnation, or of one that
-//	  NewTask, Exec                        exited after the create's time: that one; else
-//	                                       a new incarnation, created (pid reused too)
+//	  NewTask, Exec                        exited (or was deleted) after the create's
+//	                                       time: that one; of an earlier or replaced
+//	                                       one, reported late: nothing; else a new
+//	                                       incarnation, created (pid reused too). The
+//	                                       one it replaces, if running, is "replaced":
+//	                                       its exit is still owed
 //	start: TaskStart, ExecStarted,         created -> running, delivered; after its exit
-//	  Task.Start, Exec                     a start is dropped (exit is terminal)
+//	  Task.Start, Exec                     a start is dropped (exit is terminal), as is
+//	                                       a late start of an earlier run
 //	Task, AttachTask (loaded)              running (an exit is owed), unless a later
 //	                                       Status says created
 //	exit: TaskExit                         created/running -> exited, delivered once; an
-//	                                       exit of an earlier incarnation (its pid, or
-//	                                       exited before this one was created) is dropped
-//	delete through the API                 the container's events wait while it runs;
-//	                                       success: exited without an event, then gone;
-//	                                       failure: the held events go on in order
+//	                                       exit of an earlier incarnation is dropped; of
+//	                                       a replaced one, or of a pid never seen
+//	                                       (stray), delivered once
+//	delete through the API                 the container's events wait while it runs, at
+//	                                       most 5 s (deleteHoldLimit: then they go on,
+//	                                       and an exit among them reaches the engine as
+//	                                       with moby, also from the Delete); success:
+//	                                       exited without an event (ForceDelete too),
+//	                                       then deleted; failure: held events go on
 //	TaskDelete (someone else's delete)     running -> exited, delivered from the delete's
-//	                                       status; created -> no exit owed; then gone
+//	                                       status (pid 0: the current one); created ->
+//	                                       no exit owed, and the container's execs that
+//	                                       never started are settled; then deleted
 //	                                       (containerd 2.4 loses some TaskDeletes: then
 //	                                       the next reconciliation finds it gone)
 //	a delete the client makes on its own   as a TaskDelete, from the status containerd
 //	  (ReplaceContainer, a deferred        returned: delivered even when the stream
 //	  delete completed)                    loses the task's TaskExit and TaskDelete
-//	reconcile found stopped                running -> exited with containerd's status
-//	                                       (a different pid stopped: status unknown, 255);
+//	an exec whose start failed             settled, no exit owed; its ExecAdded that
+//	                                       comes later is a late report
+//	reconcile, after every                 asked about each running process and each
+//	  (re)subscription                     replaced one, a container's execs before its
+//	                                       init (the engine cleans execs up at the init's
+//	                                       exit); found running (or created): nothing
+//	reconcile found stopped                running -> exited with containerd's status;
 //	                                       a loaded task that exited before it was loaded:
 //	                                       no event (the engine's Status tells, its Delete
 //	                                       takes the status), still owed to a TaskDelete
-//	reconcile found gone                   running -> exited, 255 with a NotFound Error
-//	exit 137 of the init process, to be    its memory cgroup is checked (task metrics,
-//	  delivered, no EventOOM delivered     bounded); if it recorded an OOM kill (the
-//	  for its incarnation (TaskExit,       TaskOOM was lost), EventOOM is delivered
-//	  reconcile found stopped)             just before the exit; unknown: no EventOOM
+//	reconcile found another pid, or gone   exited, 255 with a NotFound Error (status
+//	                                       unknown)
+//	exit 137 of the init process, to be    its memory cgroup is checked (off the event
+//	  delivered, no EventOOM delivered     loop, at most 500 ms; the container's later
+//	  for its incarnation (TaskExit,       events wait behind it, others' do not); if it
+//	  reconcile found stopped)             recorded an OOM kill (the TaskOOM was lost),
+//	                                       EventOOM is delivered just before the exit
 //	TaskOOM                                delivered, as with moby; dropped when the
 //	                                       incarnation it was published in already
 //	                                       got a synthesized EventOOM
-//	container deleted                      every process of the container is gone
+//	container deleted                      every process of the container is deleted
 //
-// Gone processes stay as tombstones for a while (bounded in number and
-// age): containerd 2.x can publish a TaskExit after the TaskDelete of its
-// task. Reconciliation runs after every (re)subscription to the event
-// stream, for the running processes whose exit was not delivered.
+// Every exit the client adds agrees with what Task.Status answers when the
+// engine asks (dockerd v29 drops an exit that does not): found stopped, it
+// carries containerd's status; otherwise the task is gone, and Status
+// fails with NotFound.
+//
+// A process that is not live (exited, deleted, never started) is kept as a
+// tombstone for a while, bounded in number and age (two minutes, 10,000:
+// containerd 2.x can publish a TaskExit after the TaskDelete of its task),
+// then forgotten: what the client remembers is the live processes and the
+// tombstones, whatever the workload. A record that comes back to life
+// leaves the tombstones; buried again, its age counts anew.
+//
+// Close stops the event stream, delivers or abandons the queued events
+// (see ClosePolicy) and gives up the deletes still waiting for containerd
+// (logged, and counted in Metrics.DeletesAbandoned): it does not wait for
+// containerd to come back. Events emitted after Close are counted as
+// dropped.
 package libcontainerd

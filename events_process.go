@@ -72,6 +72,10 @@ type oomState struct {
 type procRecord struct {
 	cur  incarnation
 	past []uint32 // pids of earlier incarnations whose exit is settled, newest last
+	// replaced lists the pids of earlier incarnations that were replaced
+	// while running: their exit is still owed (a new task is reported
+	// before the stream brings the old one's exit), newest last.
+	replaced []uint32
 	oom  oomState
 	// deleted: the current incarnation was deleted (its TaskDelete, or a
 	// delete through the API).
@@ -109,8 +113,9 @@ type procInput struct {
 	kind inputKind
 	pid  uint32 // 0: not known (an exec before its start; containerd's clean-up after a dead shim)
 	// at is, by kind: create, the time it happened at or after; loaded,
-	// when the call began; exit, when the process exited; oom, when
-	// containerd published it. Zero when unknown.
+	// when the call began; exit, when the process exited; consumed, when
+	// the delete returned; oom, when containerd published it. Zero when
+	// unknown.
 	at time.Time
 	// Of an exit: reconciled, found by reconciliation rather than
 	// published; oomKilled, its memory cgroup recorded an OOM kill;
@@ -133,7 +138,8 @@ const (
 	runNone    runKind = iota // no incarnation is known
 	runCurrent                // the current incarnation, live
 	runSettled                // the current incarnation, whose exit is settled
-	runEarlier                // an earlier incarnation
+	runEarlier                // an earlier incarnation, settled
+	runReplaced               // an earlier incarnation replaced while running: its exit is owed
 	runOther                  // a process never seen beside the one known
 )
 
@@ -152,6 +158,8 @@ func (r *procRecord) runOf(pid uint32, at time.Time) runKind {
 			return runSettled
 		}
 		return runCurrent
+	case pid != 0 && slices.Contains(r.replaced, pid):
+		return runReplaced
 	case slices.Contains(r.past, pid) || before:
 		return runEarlier
 	}
@@ -166,11 +174,11 @@ func (r *procRecord) step(in procInput) effect {
 		r.claim(in)
 		return effect{deliver: true}
 	case inStart:
-		started := r.start(in.pid)
+		started := r.start(in.pid, in.at)
 		r.claim(in)
 		return effect{deliver: started}
 	case inLoaded:
-		if in.pid != 0 && (r.cur.pid != in.pid || r.cur.phase == phaseNone || r.deleted) && r.start(in.pid) {
+		if in.pid != 0 && (r.cur.pid != in.pid || r.cur.phase == phaseNone || r.deleted) && r.start(in.pid, time.Time{}) {
 			r.cur.loaded, r.cur.loadedAt = true, in.at
 		}
 		r.claim(in)
@@ -185,7 +193,7 @@ func (r *procRecord) step(in procInput) effect {
 	case inDeleted:
 		return r.deletedBySomeone(in.pid)
 	case inConsumed:
-		r.consume(in.pid)
+		r.consume(in.pid, in.at)
 		return effect{}
 	case inOOM:
 		return effect{deliver: r.taskOOM(in.at)}
@@ -196,9 +204,16 @@ func (r *procRecord) step(in procInput) effect {
 // create records a create of pid (0: not known yet, an exec) at or after
 // at. The API and the stream both report each create: a pid that names
 // the live incarnation, or the current one that exited after at, is that
-// incarnation; anything else starts a new one.
+// incarnation; one from before the current incarnation was created is a
+// late report of an earlier one; anything else starts a new one.
 func (r *procRecord) create(pid uint32, at time.Time) {
 	switch r.runOf(pid, time.Time{}) {
+	case runReplaced:
+		return // a late report: it was replaced already
+	case runEarlier, runOther:
+		if r.reportedLate(at) {
+			return
+		}
 	case runCurrent:
 		if r.cur.pid == 0 {
 			r.cur.pid = pid
@@ -221,19 +236,32 @@ func (r *procRecord) create(pid uint32, at time.Time) {
 	r.replace(incarnation{pid: pid, phase: phaseCreated, createdAt: at})
 }
 
-// start records a start of pid and reports whether it is news to deliver.
-func (r *procRecord) start(pid uint32) bool {
+// start records a start of pid, published at at (zero: unknown), and
+// reports whether it is news to deliver.
+func (r *procRecord) start(pid uint32, at time.Time) bool {
 	switch r.runOf(pid, time.Time{}) {
 	case runCurrent:
 		r.cur.pid, r.cur.phase, r.deleted = pid, phaseRunning, false
 		return true
-	case runSettled, runEarlier:
+	case runSettled, runEarlier, runReplaced:
 		return false // exit is terminal; or a late start of an earlier incarnation
+	case runOther:
+		if r.reportedLate(at) {
+			return false
+		}
 	}
 	// An incarnation whose create was not seen (loaded, or created before
 	// this client subscribed).
 	r.replace(incarnation{pid: pid, phase: phaseRunning})
 	return true
+}
+
+// reportedLate reports whether something published at at, of a process
+// that is not the current incarnation, happened before that incarnation
+// was created: it is of an earlier one, reported late (containerd 2.x
+// hands a subscriber some events late), and changes nothing.
+func (r *procRecord) reportedLate(at time.Time) bool {
+	return !at.IsZero() && !r.cur.createdAt.IsZero() && at.Before(r.cur.createdAt)
 }
 
 // withheldExit reports whether an exit reconciliation found is that of the
@@ -264,10 +292,11 @@ func (r *procRecord) exit(in procInput) effect {
 		r.cur.phase, r.cur.exitedAt = phaseExited, in.at
 	case runNone:
 		r.cur = incarnation{pid: in.pid, phase: phaseExited, exitedAt: in.at}
-	case runOther:
-		// The exit of a process this client never saw beside the one it
-		// knows: deliver it once.
-		r.remember(in.pid)
+	case runReplaced, runOther:
+		// The exit of an incarnation replaced while it ran, or of a
+		// process this client never saw beside the one it knows: deliver
+		// it once.
+		r.settleReplaced(in.pid)
 		return effect{deliver: true}
 	default:
 		return effect{}
@@ -325,7 +354,12 @@ func (r *procRecord) taskOOM(at time.Time) bool {
 // whose exit is owed if it was started and its exit not delivered: then
 // the delete delivers it.
 func (r *procRecord) deletedBySomeone(pid uint32) effect {
-	if k := r.runOf(pid, time.Time{}); k != runCurrent && k != runSettled {
+	switch r.runOf(pid, time.Time{}) {
+	case runReplaced:
+		r.settleReplaced(pid)
+		return effect{deliver: true}
+	case runCurrent, runSettled:
+	default:
 		return effect{}
 	}
 	owed := r.cur.phase == phaseRunning
@@ -334,10 +368,14 @@ func (r *procRecord) deletedBySomeone(pid uint32) effect {
 }
 
 // consume records that the engine got the exit status of incarnation pid
-// from its own delete.
-func (r *procRecord) consume(pid uint32) {
+// from its own delete, which returned at at: the process had exited by
+// then, so a create of pid reported before at is a late report of it.
+func (r *procRecord) consume(pid uint32, at time.Time) {
 	if pid == r.cur.pid || r.cur.pid == 0 {
 		r.cur.pid, r.cur.phase, r.deleted = pid, phaseExited, true
+		if r.cur.exitedAt.IsZero() {
+			r.cur.exitedAt = at
+		}
 		return
 	}
 	r.remember(pid)
@@ -354,19 +392,34 @@ func (r *procRecord) claim(in procInput) {
 // the history when its exit is settled; the exit of one replaced while
 // live is still delivered.
 func (r *procRecord) replace(inc incarnation) {
-	if r.cur.phase == phaseExited {
+	switch {
+	case r.cur.phase == phaseExited:
 		r.remember(r.cur.pid)
+	case r.cur.phase == phaseRunning && r.cur.pid != 0 && r.cur.pid != inc.pid:
+		r.replaced = appendBounded(r.replaced, r.cur.pid)
 	}
 	r.oom.prevSynthesized, r.oom.synthesized = r.oom.synthesized, false
 	r.cur, r.deleted = inc, false
 }
 
 func (r *procRecord) remember(pid uint32) {
-	if pid == 0 || slices.Contains(r.past, pid) {
-		return
+	if pid != 0 && !slices.Contains(r.past, pid) {
+		r.past = appendBounded(r.past, pid)
 	}
-	r.past = append(r.past, pid)
-	if len(r.past) > maxPastPids {
-		r.past = r.past[1:]
+}
+
+// settleReplaced records that the exit of pid, not the current
+// incarnation, reached the engine.
+func (r *procRecord) settleReplaced(pid uint32) {
+	r.replaced = slices.DeleteFunc(r.replaced, func(p uint32) bool { return p == pid })
+	r.remember(pid)
+}
+
+// appendBounded appends pid to pids, keeping the newest maxPastPids.
+func appendBounded(pids []uint32, pid uint32) []uint32 {
+	pids = append(pids, pid)
+	if len(pids) > maxPastPids {
+		pids = pids[1:]
 	}
+	return pids
 }

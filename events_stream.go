@@ -240,13 +240,12 @@ func (m *eventMonitor) reconcile(ctx context.Context) {
 		case err != nil:
 			m.logger.WithError(err).WithFields(log.Fields{"container": p.containerID, "process": p.processID}).Warn("reconcile: cannot get process state")
 			continue
-		case resp.Process.Status != tasktypes.Status_STOPPED:
-			continue
 		case resp.Process.Pid != p.pid && resp.Process.Pid != 0:
-			// A different incarnation stopped: ours is gone, its status
-			// unknown.
+			// A different incarnation: ours is gone, its status unknown.
 			info.ExitCode, info.ExitedAt = 255, time.Now().UTC()
 			info.Error = fmt.Errorf("exit status unknown: process was replaced while the event stream was down: %w", errdefs.ErrNotFound)
+		case resp.Process.Status != tasktypes.Status_STOPPED:
+			continue
 		default:
 			info.ExitCode, info.ExitedAt = resp.Process.ExitStatus, resp.Process.ExitedAt.AsTime()
 		}
