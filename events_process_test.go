@@ -254,3 +254,44 @@ func TestProcessStoreBoundedUnderChurn(t *testing.T) {
 		t.Fatal("nothing emitted")
 	}
 }
+
+// TestProcessStoreFailedExecStart is an exec whose start failed: its
+// record is settled, also when the stream's ExecAdded comes after the
+// clean-up, so nothing of it stays live.
+func TestProcessStoreFailedExecStart(t *testing.T) {
+	for _, addedLate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ExecAdded after the clean-up=%v", addedLate), func(t *testing.T) {
+			s, emitted := newTestStore()
+			clock := newFakeClock(s)
+			s.handle(ev(types.EventStart, "c", 10))
+			added := createAt(types.EventExecAdded, "e", 0, clock.now)
+			if !addedLate {
+				s.handle(added)
+			}
+			clock.advance(time.Millisecond)
+			s.execStartFailed("c", "e", clock.now)
+			if addedLate {
+				s.handle(added)
+			}
+			if r := s.lookup(procKey{"c", "e"}); r == nil || r.cur.live() || r.buried == 0 {
+				t.Fatalf("record of the failed exec: %+v, want settled and tombstoned", r)
+			}
+			if got := eventTypesOf(*emitted); fmt.Sprint(got) != "[start exec-added]" {
+				t.Fatalf("emitted %v", got)
+			}
+		})
+	}
+}
+
+// TestProcessStoreTaskDeleteSettlesExecs is someone else deleting a task
+// whose exec was added but never started: it never will be.
+func TestProcessStoreTaskDeleteSettlesExecs(t *testing.T) {
+	s, _ := newTestStore()
+	s.handle(ev(types.EventStart, "c", 10))
+	s.handle(ev(types.EventExecAdded, "e", 0))
+	s.handle(ev(types.EventExit, "c", 10))
+	s.handle(deletedEv("c", 10))
+	if r := s.lookup(procKey{"c", "e"}); r == nil || r.cur.live() {
+		t.Fatalf("exec of the deleted task: %+v, want settled", r)
+	}
+}

@@ -211,6 +211,9 @@ func (s *processStore) apply(ev taskEvent) {
 		}
 	}
 	e := s.step(k, in)
+	if in.kind == inDeleted && k.processID == k.containerID {
+		s.execsEnded(k.containerID)
+	}
 	switch {
 	case e.withheld:
 		return
@@ -220,9 +223,6 @@ func (s *processStore) apply(ev taskEvent) {
 	}
 	if ev.deleted {
 		ev = taskEvent{typ: types.EventExit, info: ev.info, synthesized: true}
-		if in.kind == inDeleted && ev.info.ProcessID == ev.info.ContainerID {
-			s.execsEnded(ev.info.ContainerID)
-		}
 	}
 	if e.oomFirst {
 		s.emit(taskEvent{typ: types.EventOOM, info: types.EventInfo{ContainerID: ev.info.ContainerID}, synthesized: true})
