@@ -12,14 +12,26 @@ import (
 
 // KillCRIU kills, with SIGKILL, the CRIU processes below the shim
 // processes shims (the criu that runc starts to dump or restore a
-// container) and returns their pids. A CRIU that hangs in a dump keeps the
-// container's processes frozen and traced, and outlives runc and the shim
-// when they are killed; killing it ends the dump with an error. Processes
-// are found as descendants of the shims, never by name across the host: a
-// process counts as CRIU when an argument of its command line is a file
-// named criu (the machine's criu, a wrapper that runs one through its own
-// loader, or a stand-in script).
+// container; see CRIU) and returns their pids. A CRIU that hangs in a dump
+// keeps the container's processes frozen and traced, and outlives runc
+// and the shim when they are killed; killing it ends the dump with an
+// error.
 func KillCRIU(shims []int) []int {
+	var killed []int
+	for _, pid := range CRIU(shims) {
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed = append(killed, pid)
+		}
+	}
+	return killed
+}
+
+// CRIU returns the pids of the CRIU processes below the shim processes
+// shims. They are found as descendants of the shims, never by name across
+// the host: a process counts as CRIU when an argument of its command line
+// is a file named criu (the machine's criu, a wrapper that runs one
+// through its own loader, or a stand-in script).
+func CRIU(shims []int) []int {
 	children := make(map[int][]int)
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, p := range stats {
@@ -39,24 +51,27 @@ func KillCRIU(shims []int) []int {
 			children[ppid] = append(children[ppid], pid)
 		}
 	}
-	var killed []int
+	var found []int
 	queue := slices.Clone(shims)
 	for len(queue) > 0 {
 		pid := queue[0]
 		queue = queue[1:]
 		for _, child := range children[pid] {
 			queue = append(queue, child)
-			if isCRIU(child) && syscall.Kill(child, syscall.SIGKILL) == nil {
-				killed = append(killed, child)
+			if isCRIU(child) {
+				found = append(found, child)
 			}
 		}
 	}
-	return killed
+	return found
 }
 
 // KillCRIU kills the CRIU processes below the daemon's shims (see the
 // function KillCRIU).
 func (d *Daemon) KillCRIU() []int { return KillCRIU(d.Shims()) }
+
+// CRIU returns the pids of the CRIU processes below the daemon's shims.
+func (d *Daemon) CRIU() []int { return CRIU(d.Shims()) }
 
 func isCRIU(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
