@@ -40,24 +40,16 @@ func TestDeletesCompletedAfterOutage(t *testing.T) {
 		t.Fatal("no shim found for the container")
 	}
 
-	if err := d.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := proc.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
-		t.Fatalf("exec Delete with containerd down: %v, want Unavailable", err)
-	}
-	if _, err := task.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
-		t.Fatalf("task Delete with containerd down: %v, want Unavailable", err)
-	}
-	if err := ctr.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
-		t.Fatalf("container Delete with containerd down: %v, want Unavailable", err)
-	}
-	if m := tc.Metrics(); m.DeletesDeferred != 3 || m.DeletesCompleted != 0 {
-		t.Fatalf("metrics with containerd down: %+v", m)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
+	whileDown(t, d, func() {
+		_, err := proc.Delete(tc.ctx)
+		wantUnavailable(t, "exec Delete", err)
+		_, err = task.Delete(tc.ctx)
+		wantUnavailable(t, "task Delete", err)
+		wantUnavailable(t, "container Delete", ctr.Delete(tc.ctx))
+		if m := tc.Metrics(); m.DeletesDeferred != 3 || m.DeletesCompleted != 0 {
+			t.Fatalf("metrics with containerd down: %+v", m)
+		}
+	})
 	eventually(t, "the deferred deletes", func() (bool, string) {
 		m := tc.Metrics()
 		return m.DeletesCompleted == 3, fmt.Sprintf("%+v", m)
@@ -99,17 +91,11 @@ func TestDeferredDeleteOfUnclaimedTask(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := d.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []types.Container{unclaimed, claimed} {
-		if err := c.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
-			t.Fatalf("container Delete with containerd down: %v, want Unavailable", err)
+	whileDown(t, d, func() {
+		for _, c := range []types.Container{unclaimed, claimed} {
+			wantUnavailable(t, "container Delete", c.Delete(tc.ctx))
 		}
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	eventually(t, "the deferred deletes", func() (bool, string) {
 		m := tc.Metrics()
 		return m.DeletesCompleted == 1 && tc.events.deletes.len() == 0, fmt.Sprintf("%+v, %d pending", m, tc.events.deletes.len())
@@ -149,15 +135,9 @@ func TestDeferredForceDeleteKills(t *testing.T) {
 	d := tc.daemon
 	ctr, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
 	pid := task.Pid()
-	if err := d.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := task.ForceDelete(tc.ctx); !errdefs.IsUnavailable(err) {
-		t.Fatalf("ForceDelete with containerd down: %v, want Unavailable", err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
+	whileDown(t, d, func() {
+		wantUnavailable(t, "ForceDelete", task.ForceDelete(tc.ctx))
+	})
 	eventually(t, "the deferred ForceDelete", func() (bool, string) {
 		m := tc.Metrics()
 		return m.DeletesCompleted == 1, fmt.Sprintf("%+v, %d pending", m, tc.events.deletes.len())
@@ -200,18 +180,11 @@ func TestDeferredDeletesBoundToTheirRun(t *testing.T) {
 	rerun, oldTask, _ := tc.run(t, rerunID, false, []string{"true"})
 	tc.backend.waitExit(t, rerunID, oldTask.Pid())
 
-	if err := d.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := replaced.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
-		t.Fatalf("container Delete with containerd down: %v, want Unavailable", err)
-	}
-	if _, err := oldTask.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
-		t.Fatalf("task Delete with containerd down: %v, want Unavailable", err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
+	whileDown(t, d, func() {
+		wantUnavailable(t, "container Delete", replaced.Delete(tc.ctx))
+		_, err := oldTask.Delete(tc.ctx)
+		wantUnavailable(t, "task Delete", err)
+	})
 
 	var fresh types.Container
 	if err := retry("ReplaceContainer once containerd serves", func() (err error) {
@@ -263,9 +236,7 @@ func TestCloseAbandonsDeferredDeletes(t *testing.T) {
 	if err := tc.daemon.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ctr.Delete(tc.ctx); !errdefs.IsUnavailable(err) {
-		t.Fatalf("container Delete with containerd down: %v, want Unavailable", err)
-	}
+	wantUnavailable(t, "container Delete", ctr.Delete(tc.ctx))
 	if err := tc.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -428,3 +428,25 @@ func (tc *testClient) assertNoExitBefore(t testing.TB, ctr types.Container, pid 
 		}
 	}
 }
+
+// whileDown runs f while daemon d, a test's own, is killed, and starts d
+// again after it.
+func whileDown(t testing.TB, d *testutil.Daemon, f func()) {
+	t.Helper()
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	f()
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantUnavailable fails t unless err, of what was tried with containerd
+// down, is classed Unavailable.
+func wantUnavailable(t testing.TB, what string, err error) {
+	t.Helper()
+	if !errdefs.IsUnavailable(err) {
+		t.Fatalf("%s with containerd down: %v, want Unavailable", what, err)
+	}
+}

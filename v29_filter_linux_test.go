@@ -96,40 +96,42 @@ func TestExitsPassV29Filter(t *testing.T) {
 		filter.running(id, task)
 		return ctr, task
 	}
-
-	t.Run("exit while containerd is down", func(t *testing.T) {
-		id := base + "-down"
-		ctr, task := start(id, trapped)
-		if err := d.Kill(); err != nil {
-			t.Fatal(err)
-		}
+	// terminate makes task exit 3 and waits until its process is gone.
+	terminate := func(task types.Task) {
+		t.Helper()
 		if err := syscall.Kill(int(task.Pid()), syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		waitGone(t, task.Pid())
-		if err := d.Start(); err != nil {
-			t.Fatal(err)
-		}
-		tc.backend.waitExit(t, id, task.Pid())
-		filter.assertNoneIgnored(t)
-		tc.deleteAll(t, ctr, task)
-	})
+	}
 
-	t.Run("TaskExit lost, found at a reconnect", func(t *testing.T) {
-		id := base + "-reconnect"
-		lose.Store(id, loseExits)
-		ctr, task := start(id, trapped)
-		if err := syscall.Kill(int(task.Pid()), syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		waitGone(t, task.Pid())
-		if err := d.Restart(); err != nil {
-			t.Fatal(err)
-		}
-		tc.backend.waitExit(t, id, task.Pid())
-		filter.assertNoneIgnored(t)
-		tc.deleteAll(t, ctr, task)
-	})
+	for _, c := range []struct {
+		name, suffix string
+		exitsLost    bool
+		end          func(task types.Task)
+	}{
+		{"exit while containerd is down", "-down", false, func(task types.Task) {
+			whileDown(t, d, func() { terminate(task) })
+		}},
+		{"TaskExit lost, found at a reconnect", "-reconnect", true, func(task types.Task) {
+			terminate(task)
+			if err := d.Restart(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id := base + c.suffix
+			if c.exitsLost {
+				lose.Store(id, loseExits)
+			}
+			ctr, task := start(id, trapped)
+			c.end(task)
+			tc.backend.waitExit(t, id, task.Pid())
+			filter.assertNoneIgnored(t)
+			tc.deleteAll(t, ctr, task)
+		})
+	}
 
 	t.Run("TaskExit lost, someone else deletes", func(t *testing.T) {
 		id := base + "-deleted"
