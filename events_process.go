@@ -76,7 +76,7 @@ type procRecord struct {
 	// while running: their exit is still owed (a new task is reported
 	// before the stream brings the old one's exit), newest last.
 	replaced []uint32
-	oom  oomState
+	oom      oomState
 	// deleted: the current incarnation was deleted (its TaskDelete, or a
 	// delete through the API).
 	deleted bool
@@ -105,6 +105,7 @@ const (
 	inExit                           // TaskExit (stream), or an exit reconciliation found
 	inDeleted                        // TaskDelete, or a delete the client made on its own behalf
 	inConsumed                       // the engine's own delete returned the exit status
+	inStartFailed                    // an exec's start failed, and it was deleted
 	inOOM                            // TaskOOM (stream)
 )
 
@@ -135,12 +136,12 @@ type effect struct {
 type runKind uint8
 
 const (
-	runNone    runKind = iota // no incarnation is known
-	runCurrent                // the current incarnation, live
-	runSettled                // the current incarnation, whose exit is settled
-	runEarlier                // an earlier incarnation, settled
-	runReplaced               // an earlier incarnation replaced while running: its exit is owed
-	runOther                  // a process never seen beside the one known
+	runNone     runKind = iota // no incarnation is known
+	runCurrent                 // the current incarnation, live
+	runSettled                 // the current incarnation, whose exit is settled
+	runEarlier                 // an earlier incarnation, settled
+	runReplaced                // an earlier incarnation replaced while running: its exit is owed
+	runOther                   // a process never seen beside the one known
 )
 
 // runOf classifies pid, and at (an exit's time, or zero), against the
@@ -197,6 +198,13 @@ func (r *procRecord) step(in procInput) effect {
 		return effect{}
 	case inOOM:
 		return effect{deliver: r.taskOOM(in.at)}
+	case inStartFailed:
+		if r.cur.phase == phaseCreated || r.cur.phase == phaseNone {
+			// Nothing ran: no exit is owed. The delete's time makes an
+			// ExecAdded that comes later a late report.
+			r.cur.phase, r.cur.exitedAt, r.deleted = phaseExited, in.at, true
+		}
+		return effect{}
 	}
 	return effect{}
 }

@@ -238,8 +238,7 @@ func (s *processStore) apply(ev taskEvent) {
 func (s *processStore) execsEnded(containerID string) {
 	for processID, r := range s.procs[containerID] {
 		if processID != containerID && r.cur.phase == phaseCreated {
-			r.cur.phase, r.deleted = phaseExited, true
-			s.settle(procKey{containerID, processID}, r)
+			s.step(procKey{containerID, processID}, procInput{kind: inDeleted})
 		}
 	}
 }
@@ -302,12 +301,7 @@ func (s *processStore) observeCreatedStatus(containerID string, pid uint32) {
 func (s *processStore) execStartFailed(containerID, processID string, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := procKey{containerID, processID}
-	r := s.get(k)
-	if r.cur.live() && r.cur.phase == phaseCreated || r.cur.phase == phaseNone {
-		r.cur.phase, r.cur.exitedAt, r.deleted = phaseExited, at, true
-	}
-	s.settle(k, r)
+	s.step(procKey{containerID, processID}, procInput{kind: inStartFailed, at: at})
 }
 
 // claimed reports whether incarnation pid of the process was handed out
