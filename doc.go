@@ -100,7 +100,9 @@
 // Every exit the client adds agrees with what Task.Status answers when the
 // engine asks (dockerd v29 drops an exit that does not): found stopped, it
 // carries containerd's status; otherwise the task is gone, and Status
-// fails with NotFound.
+// fails with NotFound. The one exception is a run replaced behind the
+// engine's back (another client made a new task under the container's
+// ID): Status then describes the new run.
 //
 // A process that is not live (exited, deleted, never started) is kept as a
 // tombstone for a while, bounded in number and age (two minutes, 10,000:
