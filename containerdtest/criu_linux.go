@@ -66,12 +66,30 @@ func CRIU(shims []int) []int {
 	return found
 }
 
-// KillCRIU kills the CRIU processes below the daemon's shims (see the
-// function KillCRIU).
-func (d *Daemon) KillCRIU() []int { return KillCRIU(d.Shims()) }
+// KillCRIU kills the CRIU processes below the daemon's shims of namespace
+// ns, or of every namespace when ns is "" (see the function KillCRIU).
+func (d *Daemon) KillCRIU(ns string) []int { return KillCRIU(d.shimsIn(ns)) }
 
-// CRIU returns the pids of the CRIU processes below the daemon's shims.
-func (d *Daemon) CRIU() []int { return CRIU(d.Shims()) }
+// CRIU returns the pids of the CRIU processes below the daemon's shims of
+// namespace ns, or of every namespace when ns is "".
+func (d *Daemon) CRIU(ns string) []int { return CRIU(d.shimsIn(ns)) }
+
+// shimsIn returns the daemon's shims of namespace ns (all when ns is "").
+func (d *Daemon) shimsIn(ns string) []int {
+	shims := d.Shims()
+	if ns == "" {
+		return shims
+	}
+	return slices.DeleteFunc(shims, func(pid int) bool {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil {
+			return true
+		}
+		args := strings.Split(string(b), "\x00")
+		i := slices.Index(args, "-namespace")
+		return i < 0 || i+1 >= len(args) || args[i+1] != ns
+	})
+}
 
 func isCRIU(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")

@@ -313,7 +313,7 @@ func (d *Daemon) Close() error {
 	var errs []error
 	// Before the shims: a hung CRIU would outlive them, holding its
 	// container's processes frozen and traced.
-	d.KillCRIU()
+	d.KillCRIU("")
 	for _, pid := range d.Shims() {
 		if p, err := os.FindProcess(pid); err == nil {
 			_ = p.Kill()

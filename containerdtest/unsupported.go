@@ -43,11 +43,11 @@ func KillCRIU(shims []int) []int { return nil }
 
 // KillCRIU kills the CRIU processes below the daemon's shims; off Linux
 // there are none.
-func (d *Daemon) KillCRIU() []int { return nil }
+func (d *Daemon) KillCRIU(ns string) []int { return nil }
 
 // CRIU returns the CRIU processes below shims; off Linux there are none.
 func CRIU(shims []int) []int { return nil }
 
 // CRIU returns the CRIU processes below the daemon's shims; off Linux
 // there are none.
-func (d *Daemon) CRIU() []int { return nil }
+func (d *Daemon) CRIU(ns string) []int { return nil }
