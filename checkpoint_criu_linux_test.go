@@ -1,6 +1,7 @@
 package libcontainerd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -145,7 +146,8 @@ func TestCheckpointCRIURestoreRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewTask from the incomplete checkpoint: %v", err)
 	}
-	assertRuntimeError(t, "start from an incomplete checkpoint", task.Start(tc.ctx))
+	err = tc.criuStep(t, "refused restore", id, func(ctx context.Context) error { return task.Start(ctx) })
+	assertRuntimeError(t, "start from an incomplete checkpoint", err)
 	if st, err := task.Status(tc.ctx); err != nil || st.Status != containerd.Created {
 		t.Fatalf("status after the failed restore: %+v, %v; want created", st, err)
 	}

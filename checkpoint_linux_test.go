@@ -494,3 +494,166 @@ func TestCheckpointBadInput(t *testing.T) {
 		}
 	})
 }
+
+// TestCheckpointCRIUFails checkpoints tasks whose runc runs a stand-in
+// criu that refuses (exits 1) or dies (killed) at once: the error is
+// FailedPrecondition, nothing is left in or next to the checkpoint
+// directory or in containerd, and the task is as it was: a running task
+// runs on (containerd's client paused it for the dump: one paused and one
+// resumed event, as moby's copy delivers), a paused one stays paused (no
+// event).
+func TestCheckpointCRIUFails(t *testing.T) {
+	t.Parallel()
+	for _, behaviour := range []string{"refuses", "dies"} {
+		for _, paused := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/paused=%v", behaviour, paused), func(t *testing.T) {
+				t.Parallel()
+				tc := newTestClient(t)
+				ct := tc.startStandInCounter(t, testutil.ID(t), behaviour)
+				if paused {
+					if err := ct.task.Pause(tc.ctx); err != nil {
+						t.Fatal(err)
+					}
+					tc.backend.waitEvent(t, ct.id, types.EventPaused, "")
+				}
+				base := t.TempDir()
+				err := ct.task.CreateCheckpoint(tc.ctx, filepath.Join(base, "checkpoint"), true)
+				wantClass(t, "checkpoint with a criu that "+behaviour, err, "FailedPrecondition")
+				if left := dirEntries(t, base); len(left) != 0 {
+					t.Errorf("left next to the checkpoint dir: %v", left)
+				}
+				tc.assertNoCheckpointLeftovers(t)
+				if paused {
+					if st, err := ct.task.Status(tc.ctx); err != nil || st.Status != containerd.Paused {
+						t.Fatalf("status after the failed checkpoint of a paused task: %+v, %v; want paused", st, err)
+					}
+					if n := tc.countEvents(ct.id, types.EventResumed); n != 0 {
+						t.Fatalf("%d resumed events of a task that stayed paused", n)
+					}
+					if err := ct.task.Resume(tc.ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				tc.backend.waitEvent(t, ct.id, types.EventResumed, "")
+				tc.assertCounting(t, ct)
+				if p, r := tc.countEvents(ct.id, types.EventPaused), tc.countEvents(ct.id, types.EventResumed); p != 1 || r != 1 {
+					t.Fatalf("%d paused and %d resumed events, want one each: %v", p, r, tc.backend.of(ct.id))
+				}
+				tc.stopAndCheckExit(t, ct)
+				tc.assertNothingLeft(t)
+			})
+		}
+	}
+}
+
+// TestCheckpointCRIUHangs checkpoints a running task whose runc runs a
+// stand-in criu that never returns, with a context that ends: at its
+// deadline (which runc gets: the shim kills it then) or cancelled once
+// the stand-in runs (runc waits on). CreateCheckpoint returns when the
+// context ends, DeadlineExceeded or Canceled; meanwhile the client runs
+// other containers and delivers their events. With the deadline the task
+// is running again once the shim lets go of it (one paused and one
+// resumed event), while the stand-in still hangs; the harness kills the
+// stand-in through the daemon's shims. Cancelled, the client's Close
+// returns while the shim still holds the task; the task, paused, is
+// resumed by another client once the stand-in is killed.
+func TestCheckpointCRIUHangs(t *testing.T) {
+	t.Parallel()
+	const deadline = 2 * time.Second
+	for _, mode := range []string{"deadline", "cancel"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			tc := newTestClient(t)
+			ct := tc.startStandInCounter(t, testutil.ID(t), "hangs")
+			t.Cleanup(func() { tc.daemon.KillCRIU(tc.ns) })
+
+			ctx, cancel := context.WithTimeout(tc.ctx, deadline)
+			defer cancel()
+			standIn := make(chan []int, 1)
+			go func() {
+				var pids []int
+				for len(pids) == 0 && ctx.Err() == nil {
+					pids = tc.daemon.CRIU(tc.ns)
+					time.Sleep(10 * time.Millisecond) // polling for the stand-in, not ordering
+				}
+				if mode == "cancel" {
+					cancel()
+				}
+				standIn <- pids
+			}()
+			start := time.Now()
+			err := ct.task.CreateCheckpoint(ctx, filepath.Join(t.TempDir(), "checkpoint"), false)
+			took := time.Since(start)
+			want, class := context.DeadlineExceeded, "DeadlineExceeded"
+			if mode == "cancel" {
+				want, class = context.Canceled, "Canceled"
+			}
+			if !errors.Is(err, want) {
+				t.Fatalf("checkpoint with a hung criu: %v, want %v", err, want)
+			}
+			wantClass(t, "checkpoint with a hung criu", err, class)
+			if took > deadline+5*time.Second {
+				t.Fatalf("checkpoint with a hung criu returned after %v, its context ended within %v", took, deadline)
+			}
+			if pids := <-standIn; len(pids) == 0 {
+				t.Fatal("the stand-in criu never ran")
+			}
+			if pids := tc.daemon.CRIU(tc.ns); len(pids) == 0 {
+				t.Fatal("the stand-in criu is gone: it was to hang")
+			}
+
+			// The client goes on meanwhile: another container runs, and
+			// its events arrive.
+			other := testutil.ID(t, "other")
+			otherCtr, otherTask, _ := tc.run(t, other, false, []string{"true"})
+			tc.backend.waitExit(t, other, otherTask.Pid())
+			if _, err := otherTask.Delete(tc.ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := otherCtr.Delete(tc.ctx); err != nil {
+				t.Fatal(err)
+			}
+
+			if mode == "deadline" {
+				tc.backend.waitEvent(t, ct.id, types.EventResumed, "")
+				tc.assertCounting(t, ct)
+				if killed := tc.daemon.KillCRIU(tc.ns); len(killed) == 0 {
+					t.Fatal("the harness found no hung criu to kill")
+				}
+			} else {
+				closeStart := time.Now()
+				if err := tc.CloseContext(tc.ctx); err != nil {
+					t.Fatal(err)
+				}
+				if d := time.Since(closeStart); d > 5*time.Second {
+					t.Fatalf("Close took %v while the shim held the task", d)
+				}
+				if killed := tc.daemon.KillCRIU(tc.ns); len(killed) == 0 {
+					t.Fatal("the harness found no hung criu to kill")
+				}
+				// The client that resumes it now is the engine after a
+				// restart.
+				tc = tc.restart(t)
+				ctr, err := tc.LoadContainer(tc.ctx, ct.id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				task, err := ctr.AttachTask(tc.ctx, ct.out.attach)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ct.ctr, ct.task = ctr, task
+				eventually(t, "the task paused once the stand-in is killed", func() (bool, string) {
+					st, err := task.Status(tc.ctx)
+					return err == nil && st.Status == containerd.Paused, fmt.Sprintf("%+v, %v", st, err)
+				})
+				if err := task.Resume(tc.ctx); err != nil {
+					t.Fatal(err)
+				}
+				tc.assertCounting(t, ct)
+			}
+			tc.removeCounter(t, ct)
+			tc.assertNothingLeft(t)
+		})
+	}
+}

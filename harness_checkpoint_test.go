@@ -8,6 +8,7 @@ package libcontainerd
 // checkpoint leaves behind.
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -24,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
@@ -280,13 +282,15 @@ var criuCheckOnce = sync.OnceValues(criuCheck)
 
 // requireCRIU skips t unless `criu check` passes; when integration tests
 // are required, that is a failure: CI proves checkpoints with real CRIU.
+// Whether that CRIU really dumps is what `make tools` self-tests; here a
+// dump that hangs fails at criuStep's deadline.
 func requireCRIU(t *testing.T) {
 	t.Helper()
 	out, err := criuCheckOnce()
 	if err == nil {
 		return
 	}
-	msg := fmt.Sprintf("real CRIU cannot checkpoint here (`make tools` provisions one): criu check: %v: %s", err, out)
+	msg := fmt.Sprintf("real CRIU cannot checkpoint here (`make tools` self-tests and provisions one): criu check: %v: %s", err, out)
 	if os.Getenv(testutil.EnvRequireIntegration) == "1" {
 		t.Fatal(msg)
 	}
@@ -308,31 +312,51 @@ func (tc *testClient) startCounter(t *testing.T, id, checkpointDir string, opts 
 	t.Helper()
 	ct := &counterTask{id: id, out: &capture{}}
 	ct.ctr = tc.newContainer(t, id, []string{"sh", "-c", counterScript}, opts...)
-	task, err := ct.ctr.NewTask(tc.ctx, checkpointDir, true, ct.out.attach)
-	if err != nil {
-		_ = ct.ctr.Delete(tc.ctx)
-		t.Fatalf("NewTask(%s, %q): %v", id, checkpointDir, err)
-	}
-	ct.task = task
-	t.Cleanup(func() { tc.removeCounter(t, ct) })
-	if err := task.Start(tc.ctx); err != nil {
-		t.Fatalf("Start(%s): %v", id, err)
-	}
+	tc.startCounterTask(t, ct, checkpointDir)
 	return ct
+}
+
+// startCounterTask creates and starts ct's task from checkpointDir ("" for
+// a fresh start); a restore runs under criuStep's deadline.
+func (tc *testClient) startCounterTask(t *testing.T, ct *counterTask, checkpointDir string) {
+	t.Helper()
+	start := func(ctx context.Context) error {
+		task, err := ct.ctr.NewTask(ctx, checkpointDir, true, ct.out.attach)
+		if err != nil {
+			_ = ct.ctr.Delete(tc.ctx)
+			return fmt.Errorf("NewTask(%s, %q): %w", ct.id, checkpointDir, err)
+		}
+		ct.task = task
+		t.Cleanup(func() { tc.removeCounter(t, ct) })
+		if err := task.Start(ctx); err != nil {
+			return fmt.Errorf("Start(%s): %w", ct.id, err)
+		}
+		return nil
+	}
+	var err error
+	if checkpointDir == "" {
+		err = start(tc.ctx)
+	} else {
+		err = tc.criuStep(t, "restore", ct.id, start)
+	}
+	if err != nil {
+		t.Fatalf("%v%s", err, criuLog(err))
+	}
 }
 
 // removeCounter kills and deletes ct's task, if it still has one, and its
 // container; what is gone already is fine.
 func (tc *testClient) removeCounter(t testing.TB, ct *counterTask) {
 	t.Helper()
-	if ct.task != nil {
+	switch {
+	case ct.task != nil:
 		tc.killAndDelete(t, ct.ctr, ct.task)
-		ct.task = nil
-		return
+	case ct.ctr != nil:
+		if err := ct.ctr.Delete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
+			t.Errorf("delete container %s: %v", ct.id, err)
+		}
 	}
-	if err := ct.ctr.Delete(tc.ctx); err != nil && !errdefs.IsNotFound(err) {
-		t.Errorf("delete container %s: %v", ct.id, err)
-	}
+	ct.task, ct.ctr = nil, nil
 }
 
 // stdout returns what ct printed so far.
@@ -403,7 +427,10 @@ var criuDumpLog = regexp.MustCompile(`path= (\S+\.log)`)
 // fails.
 func (tc *testClient) checkpoint(t testing.TB, ct *counterTask, dir string, exit bool) {
 	t.Helper()
-	if err := ct.task.CreateCheckpoint(tc.ctx, dir, exit); err != nil {
+	err := tc.criuStep(t, "dump", ct.id, func(ctx context.Context) error {
+		return ct.task.CreateCheckpoint(ctx, dir, exit)
+	})
+	if err != nil {
 		t.Fatalf("checkpoint %s (exit=%v): %v%s", ct.id, exit, err, criuLog(err))
 	}
 }
@@ -507,7 +534,9 @@ func (tc *testClient) assertRefused(t *testing.T, task types.Task, check func(er
 				t.Fatal(err)
 			}
 		}
-		err := task.CreateCheckpoint(tc.ctx, dir, true)
+		err := tc.criuStep(t, "refused dump", testutil.ID(t), func(ctx context.Context) error {
+			return task.CreateCheckpoint(ctx, dir, true)
+		})
 		if wantClass(t, "refused checkpoint", err, "FailedPrecondition"); t.Failed() {
 			t.Fatalf("refused checkpoint of %s%s", dir, criuLog(err))
 		}
@@ -557,4 +586,171 @@ func checkpointedCounter(t *testing.T) (tc *testClient, dir string, last int) {
 	last = orig.lastCount(t)
 	tc.removeCounter(t, orig)
 	return tc, dir, last
+}
+
+// criuStepTimeout bounds each CRIU step of the tests (a dump in
+// CreateCheckpoint, a restore in NewTask and Start): a good one takes well
+// under a second here (`make tools` self-test: 0.05-0.1 s; in these tests,
+// under -race and in parallel, at most about 1 s), while a CRIU that hangs
+// would hang the test for minutes. LIBCONTAINERD_CRIU_TIMEOUT overrides it.
+var criuStepTimeout = sync.OnceValue(func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("LIBCONTAINERD_CRIU_TIMEOUT")); err == nil && d > 0 {
+		return d
+	}
+	return 20 * time.Second
+})
+
+// criuStepGrace is how long after criuStepTimeout the step's own context
+// lasts: by then criuStep has read the hung step's CRIU log (the shim
+// removes its dump's work directory once runc returns, which it does when
+// the context ends) and killed CRIU.
+const criuStepGrace = 10 * time.Second
+
+// criuStep runs step, the CRIU step what (a dump, a restore) of container
+// id, logs how long it took and returns its error. When criuStepTimeout
+// passes first, it reads the end of the step's CRIU log, kills the CRIU
+// processes below the daemon's shims (a hung dump holds the container
+// frozen and traced), waits for the step to return and fails t with the
+// CRIU version and that log: never a skip.
+func (tc *testClient) criuStep(t testing.TB, what, id string, step func(ctx context.Context) error) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tc.ctx, criuStepTimeout()+criuStepGrace)
+	defer cancel()
+	var diagnosis string
+	hung := make(chan struct{})
+	watchdog := time.AfterFunc(criuStepTimeout(), func() {
+		defer close(hung)
+		diagnosis = criuStepLog(tc.daemon.Dir, id)
+		diagnosis = fmt.Sprintf("killed criu pids %v\n%s", tc.daemon.KillCRIU(tc.ns), diagnosis)
+	})
+	start := time.Now()
+	err := step(ctx)
+	took := time.Since(start)
+	if watchdog.Stop() {
+		t.Logf("criu %s of %s: %v (%s)", what, id, took.Round(time.Millisecond), criuVersion())
+		return err
+	}
+	<-hung
+	t.Fatalf("criu %s of %s did not end within %v (%s), returned after %v: %v\n%s",
+		what, id, criuStepTimeout(), criuVersion(), took.Round(time.Millisecond), err, diagnosis)
+	return err
+}
+
+// criuVersion says which criu the daemon's runc runs: the first in PATH,
+// which the harness hands to containerd.
+var criuVersion = sync.OnceValue(func() string {
+	criu, err := exec.LookPath("criu")
+	if err != nil {
+		return "no criu in PATH"
+	}
+	out, err := exec.Command(criu, "--version").CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s --version: %v", criu, err)
+	}
+	v, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return fmt.Sprintf("CRIU %s at %s", strings.TrimSpace(strings.TrimPrefix(v, "Version:")), criu)
+})
+
+// criuStepLog returns the last lines of the newest CRIU log (dump.log,
+// restore.log) of container id under dir, the daemon's directory, where
+// the shim has runc keep them.
+func criuStepLog(dir, id string) string {
+	var newest string
+	var newestTime time.Time
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || (d.Name() != "dump.log" && d.Name() != "restore.log") || !strings.Contains(p, id) {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && fi.ModTime().After(newestTime) {
+			newest, newestTime = p, fi.ModTime()
+		}
+		return nil
+	})
+	if newest == "" {
+		return "no CRIU log of " + id + " under " + dir
+	}
+	b, err := os.ReadFile(newest)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return "the end of " + newest + ":\n" + strings.Join(lines[max(0, len(lines)-10):], "\n")
+}
+
+// standInCRIUs are criu programs the tests put first in runc's PATH in
+// place of CRIU (fault injection), by what they do when runc runs them.
+// The hanging one keeps a command line that names criu, so that the
+// harness finds it below the shims (containerdtest.CRIU), as it finds a
+// real one.
+var standInCRIUs = map[string]string{
+	"refuses": "#!/bin/sh\necho 'stand-in criu: refusing' >&2\nexit 1\n",
+	"dies":    "#!/bin/sh\nkill -KILL $$\n",
+	"hangs":   "#!/bin/bash\nexec -a \"$0\" sleep 3600\n",
+}
+
+// standInRunc writes a runc for the runc shim's BinaryName that runs the
+// real runc with a directory holding only the stand-in criu of behaviour
+// first in its PATH, and returns its path.
+func standInRunc(t testing.TB, behaviour string) string {
+	t.Helper()
+	script, ok := standInCRIUs[behaviour]
+	if !ok {
+		t.Fatalf("no stand-in criu %q", behaviour)
+	}
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	criuDir := filepath.Join(dir, "criu-bin")
+	if err := os.Mkdir(criuDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(criuDir, "criu"), []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := filepath.Join(dir, "runc")
+	content := fmt.Sprintf("#!/bin/sh\nPATH=%s:$PATH\nexport PATH\nexec %s \"$@\"\n", criuDir, runc)
+	if err := os.WriteFile(wrapper, []byte(content), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return wrapper
+}
+
+// startStandInCounter starts container id running counterScript, whose
+// runc runs the stand-in criu of behaviour, once the counter has printed
+// a few values. It is removed when t ends, unless the test did.
+func (tc *testClient) startStandInCounter(t *testing.T, id, behaviour string) *counterTask {
+	t.Helper()
+	ct := &counterTask{id: id, out: &capture{}}
+	spec := tc.spec(t, id, []string{"sh", "-c", counterScript})
+	ctr, err := tc.NewContainer(tc.ctx, id, spec, runcShim, &runcoptions.Options{BinaryName: standInRunc(t, behaviour)})
+	if err != nil {
+		t.Fatalf("NewContainer(%s): %v", id, err)
+	}
+	ct.ctr = ctr
+	tc.startCounterTask(t, ct, "")
+	ct.waitCount(t, 0, 3)
+	return ct
+}
+
+// assertCounting checks that ct's task is running and counting.
+func (tc *testClient) assertCounting(t testing.TB, ct *counterTask) {
+	t.Helper()
+	if st, err := ct.task.Status(tc.ctx); err != nil || st.Status != containerd.Running {
+		t.Fatalf("status of %s: %+v, %v; want running", ct.id, st, err)
+	}
+	ct.waitCount(t, len(ct.stdout()), 2)
+}
+
+// countEvents returns how many events of type et the Backend got for
+// container id.
+func (tc *testClient) countEvents(id string, et types.EventType) int {
+	n := 0
+	for _, e := range tc.backend.of(id) {
+		if e.Type == et {
+			n++
+		}
+	}
+	return n
 }
