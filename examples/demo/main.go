@@ -5,8 +5,10 @@
 // directory, builds a busybox root filesystem, and drives one container
 // through the library: create, stream its output, round-trip its stdin, run
 // an exec, pause and resume, read its cgroup stats, checkpoint it with CRIU
-// and restore it (when `criu check` passes; `make tools` provides such a
-// criu), kill and delete it.
+// and restore it (when `criu check` passes; `make tools` provides a criu
+// that passed a dump-and-restore self-test), kill and delete it. Each CRIU
+// step runs under a deadline: a CRIU that hangs is killed, with its
+// version and the end of its log printed, and the demo cleans up.
 // Every event the library delivers to its Backend is printed as it arrives.
 // At the end it shuts everything down and checks that nothing is left: no
 // shim, no temporary directory, no runc state or cgroup of its namespace.
@@ -194,11 +196,11 @@ func run(ctx context.Context, con *console, flavor string) (retErr error) {
 	con.ok("libcontainerd client on namespace %s, bundles under %s", ns, stateDir)
 	defer con.section("shut down")
 
-	return drive(ctx, con, client, backend, rootfs, ns)
+	return drive(ctx, con, client, backend, d, rootfs, ns)
 }
 
 // drive runs the container through its life.
-func drive(ctx context.Context, con *console, client *libcontainerd.Client, backend *printingBackend, rootfs, ns string) (retErr error) {
+func drive(ctx context.Context, con *console, client *libcontainerd.Client, backend *printingBackend, d *testutil.Daemon, rootfs, ns string) (retErr error) {
 	con.section("create container %q and start it", containerID)
 	spec, err := testutil.NewSpec(namespaces.WithNamespace(ctx, ns), rootfs, containerID,
 		[]string{"sh", "-c", initScript}, oci.WithHostname(containerID))
@@ -313,7 +315,8 @@ func drive(ctx context.Context, con *console, client *libcontainerd.Client, back
 
 	// After the stats: containerd 2.4's shim has no cgroup for a restored
 	// task, whose Stats then fail.
-	if task, out, err = checkpointRestore(ctx, con, ctr, task, backend, out); err != nil {
+	crs := criuSteps{con: con, d: d, ns: ns}
+	if task, out, err = checkpointRestore(ctx, crs, ctr, task, backend, out); err != nil {
 		return err
 	}
 
@@ -334,86 +337,6 @@ func drive(ctx context.Context, con *console, client *libcontainerd.Client, back
 	}
 	con.ok("task deleted, exit status %d", st.ExitCode())
 	return nil
-}
-
-// checkpointRestore checkpoints the task with CRIU, which stops it, and
-// restores it into the same container from the checkpoint directory; it
-// returns the restored task and its stdout. Without a CRIU that passes
-// `criu check` the step is skipped and the task goes on as it was.
-func checkpointRestore(ctx context.Context, con *console, ctr types.Container, task types.Task, backend *printingBackend, out *stream) (types.Task, *stream, error) {
-	con.section("checkpoint and restore with CRIU")
-	criu, err := workingCRIU()
-	if err != nil {
-		con.info("skipped: %v", err)
-		return task, out, nil
-	}
-	con.ok("%s passes `criu check`", criu)
-	before, err := askCount(ctx, task, out)
-	if err != nil {
-		return nil, nil, err
-	}
-	con.ok("the count is at %d", before)
-
-	dir, err := os.MkdirTemp("", "lcd-demo-checkpoint-")
-	if err != nil {
-		return nil, nil, err
-	}
-	defer os.RemoveAll(dir)
-	if err := task.CreateCheckpoint(ctx, dir, true); err != nil {
-		return nil, nil, err
-	}
-	files, size, err := dirSize(dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	con.ok("checkpointed into %s: %d files, %s", dir, files, mib(uint64(size)))
-	if _, err := backend.waitFor(ctx, types.EventExit, containerID); err != nil {
-		return nil, nil, err
-	}
-	out.wait(ctx)
-	st, err := task.Delete(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	con.ok("the dump stopped the task (exit status %d), task deleted", st.ExitCode())
-
-	restoredOut := newStream(con, "stdout")
-	restoredErr := newStream(con, "stderr")
-	restored, err := ctr.NewTask(ctx, dir, false, func(dio *cio.DirectIO) (cio.IO, error) {
-		go restoredOut.follow(dio.Stdout)
-		go restoredErr.follow(dio.Stderr)
-		return dio, nil
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := restored.Start(ctx); err != nil {
-		return nil, nil, err
-	}
-	con.ok("task restored from the checkpoint, pid %d", restored.Pid())
-	after, err := askCount(ctx, restored, restoredOut)
-	if err != nil {
-		return nil, nil, err
-	}
-	if after < before {
-		return nil, nil, fmt.Errorf("the restored process counts from %d, below the %d it had: it restarted", after, before)
-	}
-	con.ok("the count went on from %d to %d: the restored process has its memory, it did not restart", before, after)
-	return restored, restoredOut, nil
-}
-
-// workingCRIU returns the criu in PATH, the one the daemon's runc runs, if
-// it passes `criu check`.
-func workingCRIU() (string, error) {
-	criu, err := exec.LookPath("criu")
-	if err != nil {
-		return "", fmt.Errorf("no criu in PATH (make tools provides one): %w", err)
-	}
-	if out, err := exec.Command(criu, "check").CombinedOutput(); err != nil {
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		return "", fmt.Errorf("%s fails `criu check` (%v): %s", criu, err, lines[len(lines)-1])
-	}
-	return criu, nil
 }
 
 // askCount sends SIGUSR1 to the task and returns the count it prints.
