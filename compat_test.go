@@ -29,7 +29,7 @@ var lineEcho = []string{"sh", "-c", "while read l; do echo got:$l; done; exit 4"
 // created and keeps its stdin and stdout going.
 func TestAttachTaskAfterRestart(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	_, task, first := tc.run(t, id, true, lineEcho)
 	first.send(t, "one\n")
 	first.waitOutput(t, "got:one\n")
@@ -68,7 +68,7 @@ func TestAttachTaskAfterRestart(t *testing.T) {
 // engine that then went away.
 func TestAttachMobyContainer(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	bundle := filepath.Join(tc.stateDir, id)
 	if err := os.MkdirAll(bundle, 0o755); err != nil {
 		t.Fatal(err)

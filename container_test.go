@@ -40,7 +40,7 @@ func TestVersion(t *testing.T) {
 // the failed call leaves the first container's bundle alone.
 func TestNewContainerConflict(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	ctr := tc.newContainer(t, id, []string{"true"})
 	bundle := filepath.Join(tc.stateDir, id)
 	assertPrivate(t, bundle, os.ModeDir)
@@ -126,7 +126,7 @@ func TestNewContainerFailureLeavesNothing(t *testing.T) {
 // of containers without a task.
 func TestContainerNotFound(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	if _, err := tc.LoadContainer(tc.ctx, "no-such-container"); !errdefs.IsNotFound(err) {
 		t.Fatalf("LoadContainer: %v, want NotFound", err)
 	}
@@ -170,7 +170,7 @@ func TestContainerNotFound(t *testing.T) {
 // a task is private and removed by Container.Delete.
 func TestContainerDeleteRemovesBundle(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	ctr := tc.newContainer(t, id, []string{"cat"})
 	bundle := filepath.Join(tc.stateDir, id)
 	var out capture
@@ -206,7 +206,7 @@ func TestContainerDeleteRemovesBundle(t *testing.T) {
 // bundle. It cannot run in parallel: it sets the environment.
 func TestContainerDeleteNoClean(t *testing.T) {
 	t.Setenv(envNoClean, "1")
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	ctr := tc.newContainer(t, id, []string{"true"})
 	if err := ctr.Delete(tc.ctx); err != nil {
 		t.Fatal(err)

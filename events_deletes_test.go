@@ -3,7 +3,6 @@
 package libcontainerd
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,7 +26,7 @@ import (
 // or container is left behind.
 func TestDeletesCompletedAfterOutage(t *testing.T) {
 	t.Parallel()
-	tc, id := newDaemonTest(t)
+	tc, id := newTestClient(t, onOwnDaemon()), testutil.ID(t)
 	d := tc.daemon
 	ctr, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
 	proc, _ := tc.exec(t, task, "exec1", false, "true")
@@ -74,7 +73,7 @@ func TestDeletesCompletedAfterOutage(t *testing.T) {
 // handed, and then the container; a task it handed out is left alone.
 func TestDeferredDeleteOfUnclaimedTask(t *testing.T) {
 	t.Parallel()
-	tc, id := newDaemonTest(t)
+	tc, id := newTestClient(t, onOwnDaemon()), testutil.ID(t)
 	d := tc.daemon
 	unclaimed := tc.newContainer(t, id, []string{"sleep", "3600"})
 	raw, err := d.Client(t).LoadContainer(tc.ctx, id)
@@ -131,7 +130,7 @@ func waitNoShims(t testing.TB, d *testutil.Daemon) {
 // ForceDelete would have, and the exit that nobody received is delivered.
 func TestDeferredForceDeleteKills(t *testing.T) {
 	t.Parallel()
-	tc, id := newDaemonTest(t)
+	tc, id := newTestClient(t, onOwnDaemon()), testutil.ID(t)
 	d := tc.daemon
 	ctr, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
 	pid := task.Pid()
@@ -166,14 +165,7 @@ func TestDeferredForceDeleteKills(t *testing.T) {
 func TestDeferredDeletesBoundToTheirRun(t *testing.T) {
 	t.Parallel()
 	gate := make(chan struct{})
-	tc, id := newDaemonTest(t, func(o *clientOptions) {
-		o.beforeDeferredDeletes = func(ctx context.Context) {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-			}
-		}
-	})
+	tc, id := newTestClient(t, onOwnDaemon(), holdingDeferredDeletes(gate)), testutil.ID(t)
 	d := tc.daemon
 	replaced := tc.newContainer(t, id, []string{"true"})
 	rerunID := testutil.ID(t, "rerun")
@@ -231,7 +223,7 @@ func TestDeferredDeletesBoundToTheirRun(t *testing.T) {
 // Metrics.
 func TestCloseAbandonsDeferredDeletes(t *testing.T) {
 	t.Parallel()
-	tc, id := newDaemonTest(t)
+	tc, id := newTestClient(t, onOwnDaemon()), testutil.ID(t)
 	ctr := tc.newContainer(t, id, []string{"true"})
 	if err := tc.daemon.Kill(); err != nil {
 		t.Fatal(err)

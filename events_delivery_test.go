@@ -36,7 +36,7 @@ func TestBackendRetry(t *testing.T) {
 			return errors.New("backend busy")
 		}
 	}
-	tc := newTestClientWith(t, b, WithEventRetry(100000, time.Millisecond, 10*time.Millisecond))
+	tc := newTestClient(t, withBackend(b), withClientOptions(WithEventRetry(100000, time.Millisecond, 10*time.Millisecond)))
 	fctr, ft, _ := tc.run(t, failing, false, []string{"true"})
 	hctr, ht, _ := tc.run(t, healthy, false, []string{"true"})
 	b.waitEvent(t, healthy, types.EventExit, healthy)
@@ -82,7 +82,7 @@ func TestBackendErrorAttempts(t *testing.T) {
 				}
 				return nil
 			}
-			tc := newTestClientWith(t, b, c.opts...)
+			tc := newTestClient(t, withBackend(b), withClientOptions(c.opts...))
 			ctr, task, _ := tc.run(t, id, false, []string{"true"})
 			b.waitEvent(t, id, types.EventExit, id)
 			if n := calls.Load(); n != c.calls {

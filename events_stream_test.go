@@ -28,7 +28,7 @@ type startedTask struct {
 // get their events afterwards.
 func TestExitsWhileContainerdDown(t *testing.T) {
 	t.Parallel()
-	tc, _ := newDaemonTest(t)
+	tc, _ := newTestClient(t, onOwnDaemon()), testutil.ID(t)
 	d := tc.daemon
 	const n = 20
 	ids := make([]string, n)
@@ -129,7 +129,7 @@ func TestExitsWhileContainerdDown(t *testing.T) {
 // delivered exactly once.
 func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 	t.Parallel()
-	tc, _ := newDaemonTest(t, WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond))
+	tc := newTestClient(t, onOwnDaemon(), withClientOptions(WithReconnectBackoff(10*time.Millisecond, 200*time.Millisecond)))
 	const (
 		workers     = 3
 		perWorker   = 10
@@ -284,7 +284,7 @@ func TestExitsAcrossRepeatedRestarts(t *testing.T) {
 // it would lose its status.
 func TestExecExitBeforeInitAfterOutage(t *testing.T) {
 	t.Parallel()
-	tc, base := newDaemonTest(t)
+	tc, base := newTestClient(t, onOwnDaemon()), testutil.ID(t)
 	d := tc.daemon
 	for i := range 20 {
 		id := fmt.Sprintf("%s-%d", base, i)

@@ -278,7 +278,7 @@ func TestExecRecordsBounded(t *testing.T) {
 		}
 		return nil
 	}
-	tc := newTestClientWith(t, b, func(o *clientOptions) { o.tombstoneMax = bound })
+	tc := newTestClient(t, withBackend(b), withClientOptions(func(o *clientOptions) { o.tombstoneMax = bound }))
 	id := testutil.ID(t)
 	_, task := tc.runSleeper(t, id)
 	missing := tc.processSpec(t, id, "/no/such/command")

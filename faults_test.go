@@ -27,7 +27,7 @@ const faultDeadline = 5 * time.Second
 // left on disk, and after containerd is back the handles work again.
 func TestContainerdDown(t *testing.T) {
 	t.Parallel()
-	tc, id := newDaemonTest(t)
+	tc, id := newTestClient(t, onOwnDaemon()), testutil.ID(t)
 	d := tc.daemon
 	ctr, task, _ := tc.run(t, id, true, []string{"sleep", "60"})
 	proc, _ := tc.exec(t, task, "sleeper", false, "sleep", "60")
@@ -95,7 +95,7 @@ func TestContainerdDown(t *testing.T) {
 // and Delete: whatever each call returns, after containerd is back the
 // engine can clean up, no FIFO or bundle is left, and no goroutine.
 func TestKilledMidCall(t *testing.T) {
-	tc, _ := newDaemonTest(t)
+	tc, _ := newTestClient(t, onOwnDaemon()), testutil.ID(t)
 	d := tc.daemon
 	// One lifecycle first: its exit comes through the event stream, which
 	// New does not wait for, so the stream's connection is in the baseline

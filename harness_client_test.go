@@ -74,8 +74,21 @@ func (e testEnv) client(t testing.TB, stateDir string, b *recordingBackend, opts
 
 // withLostStreamEvents makes the client's event stream lose the events
 // lose returns true for, as containerd loses some.
-func withLostStreamEvents(lose func(taskEvent) bool) Option {
-	return func(o *clientOptions) { o.loseStreamEvent = lose }
+func withLostStreamEvents(lose func(taskEvent) bool) testOption {
+	return withClientOptions(func(o *clientOptions) { o.loseStreamEvent = lose })
+}
+
+// holdingDeferredDeletes makes the client's deferred deletes wait until
+// release is closed.
+func holdingDeferredDeletes(release <-chan struct{}) testOption {
+	return withClientOptions(func(o *clientOptions) {
+		o.beforeDeferredDeletes = func(ctx context.Context) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	})
 }
 
 // withAndWithoutLostEvents runs test twice, as parallel subtests: with
@@ -90,31 +103,60 @@ func withAndWithoutLostEvents(t *testing.T, test func(t *testing.T, lost bool)) 
 	}
 }
 
-// newTestClient is a client on the shared daemon.
-func newTestClient(t *testing.T, opts ...Option) *testClient {
-	t.Helper()
-	return newTestClientOn(t, testutil.Shared(t), opts...)
+// testSetup is what newTestClient makes a client with; testOptions change
+// it.
+type testSetup struct {
+	daemon  *testutil.Daemon // default: the shared daemon
+	backend *recordingBackend
+	opts    []Option
+	conn    []containerd.Opt // of the containerd client the engine hands New
 }
 
-// newTestClientOn is a client on d, for tests that stop or restart their
-// daemon.
-func newTestClientOn(t *testing.T, d *testutil.Daemon, opts ...Option) *testClient {
-	t.Helper()
-	return newTestEnv(t, d).client(t, t.TempDir(), newRecordingBackend(), opts...)
+type testOption func(t *testing.T, s *testSetup)
+
+// onOwnDaemon puts the client on a daemon of the test's own (tc.daemon),
+// for tests that kill or restart it.
+func onOwnDaemon() testOption {
+	return func(t *testing.T, s *testSetup) { s.daemon = testutil.NewDaemon(t) }
 }
 
-// newTestClientWith is a client on the shared daemon with b as its
-// Backend, for tests that set b.fail.
-func newTestClientWith(t *testing.T, b *recordingBackend, opts ...Option) *testClient {
-	t.Helper()
-	return newTestEnv(t, testutil.Shared(t)).client(t, t.TempDir(), b, opts...)
+// onDaemon puts the client on d.
+func onDaemon(d *testutil.Daemon) testOption {
+	return func(_ *testing.T, s *testSetup) { s.daemon = d }
 }
 
-// newDaemonTest is newTest on a daemon of t's own (tc.daemon), for tests
-// that kill or restart it.
-func newDaemonTest(t *testing.T, opts ...Option) (*testClient, string) {
+// withBackend makes b the client's Backend, for tests that set b.fail.
+func withBackend(b *recordingBackend) testOption {
+	return func(_ *testing.T, s *testSetup) { s.backend = b }
+}
+
+// viaConnection makes the containerd client handed to New with opts.
+func viaConnection(opts ...containerd.Opt) testOption {
+	return func(_ *testing.T, s *testSetup) { s.conn = append(s.conn, opts...) }
+}
+
+// withClientOptions hands opts to New.
+func withClientOptions(opts ...Option) testOption {
+	return func(_ *testing.T, s *testSetup) { s.opts = append(s.opts, opts...) }
+}
+
+// newTestClient is the tests' one way to make a client: with its own
+// namespace and state directory, on the shared daemon unless told
+// otherwise, closed when t ends.
+func newTestClient(t *testing.T, opts ...testOption) *testClient {
 	t.Helper()
-	return newTestClientOn(t, testutil.NewDaemon(t), opts...), testutil.ID(t)
+	s := testSetup{backend: newRecordingBackend()}
+	for _, o := range opts {
+		o(t, &s)
+	}
+	if s.daemon == nil {
+		s.daemon = testutil.Shared(t)
+	}
+	env := newTestEnv(t, s.daemon)
+	if len(s.conn) > 0 {
+		env.cli = s.daemon.Client(t, s.conn...)
+	}
+	return env.client(t, t.TempDir(), s.backend, s.opts...)
 }
 
 // restart is the engine starting again: a client on tc's state directory
@@ -125,19 +167,12 @@ func (tc *testClient) restart(t testing.TB) *testClient {
 	return env.client(t, tc.stateDir, newRecordingBackend())
 }
 
-// newTest is the setup of most integration tests: t's own client on the
-// shared daemon and an ID named after t for its container.
-func newTest(t *testing.T) (*testClient, string) {
-	t.Helper()
-	return newTestClient(t), testutil.ID(t)
-}
-
 // newSleeperTest is the setup of a test against one running task: t's own
 // client and a container named after t whose task sleeps; the task is
 // killed and everything deleted when t ends.
 func newSleeperTest(t *testing.T) (tc *testClient, id string, task types.Task) {
 	t.Helper()
-	tc, id = newTest(t)
+	tc, id = newTestClient(t), testutil.ID(t)
 	_, task = tc.runSleeper(t, id)
 	return tc, id, task
 }

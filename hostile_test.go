@@ -235,7 +235,7 @@ func TestHostileStdioCallback(t *testing.T) {
 // handles after their Delete: each is NotFound, nothing is created.
 func TestHostileDeleted(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	ctr, task, _ := tc.run(t, id, false, []string{"sleep", "3600"})
 	p, _ := tc.exec(t, task, "gone", false, "true")
 	tc.reap(t, id, "gone", p)

@@ -414,7 +414,7 @@ func testOOMFoundAtExit(t *testing.T, cgroup func(ns, id string) oci.SpecOpts) {
 func TestOOMWhileContainerdDown(t *testing.T) {
 	t.Parallel()
 	d := testutil.NewDaemon(t)
-	tc := newTestClientOn(t, d)
+	tc := newTestClient(t, onDaemon(d))
 	id := testutil.ID(t)
 	// The trap starts the allocation when the test signals the shell; a
 	// container's init ignores signals it has no handler for, so the test

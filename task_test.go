@@ -33,7 +33,7 @@ import (
 // back with stty; a terminal has no stderr FIFO.
 func TestTaskTTY(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	ctr, task, out := tc.run(t, id, true, []string{"sh", "-c", "read line; stty size"}, oci.WithTTY)
 	if out.dio.Stderr != nil {
 		t.Fatal("task on a terminal has a stderr stream")
@@ -186,7 +186,7 @@ func TestExitCodes(t *testing.T) {
 // TestForceDelete deletes a running task.
 func TestForceDelete(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	ctr, task, out := tc.run(t, id, true, []string{"sleep", "3600"})
 	// The container of a task cannot go, nor can its FIFOs.
 	fifos := snapshotDir(t, filepath.Join(tc.stateDir, id))
@@ -322,7 +322,7 @@ func TestSpans(t *testing.T) {
 // process and for an exec.
 func TestStdinClosedEarly(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	ctr := tc.newContainer(t, id, []string{"sh", "-c", "cat; echo init done"})
 	var out capture
 	task := tc.createAndStart(t, ctr, true, closingStdin(&out))
@@ -352,7 +352,7 @@ func TestStdinClosedEarly(t *testing.T) {
 // and checks the output, the exit status and the events in order.
 func TestLifecycleEvents(t *testing.T) {
 	t.Parallel()
-	tc, id := newTest(t)
+	tc, id := newTestClient(t), testutil.ID(t)
 	ctr, task, out := tc.run(t, id, true, []string{"sh", "-c", "cat; echo err >&2; exit 3"})
 	out.send(t, "hello stdin\n")
 	out.closeStdin(t)
@@ -413,13 +413,9 @@ func TestDeleteAfterExitEvent(t *testing.T) {
 }
 
 func testDeleteAfterExitEvent(t *testing.T, exitsLost bool) {
-	d := testutil.Shared(t)
 	calls := &methodCounter{n: make(map[string]int)}
-	env := newTestEnv(t, d)
-	env.cli = d.Client(t, containerd.WithExtraDialOpts([]grpc.DialOption{calls.dialOpt()}))
-	tc := env.client(t, t.TempDir(), newRecordingBackend(), withLostStreamEvents(func(ev taskEvent) bool {
-		return exitsLost && ev.typ == types.EventExit
-	}))
+	tc := newTestClient(t, viaConnection(containerd.WithExtraDialOpts([]grpc.DialOption{calls.dialOpt()})),
+		withLostStreamEvents(func(ev taskEvent) bool { return exitsLost && ev.typ == types.EventExit }))
 	id := testutil.ID(t)
 	wantStatus := map[string]int{}
 	if exitsLost {

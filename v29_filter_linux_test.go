@@ -10,6 +10,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
+	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
 )
 
@@ -78,10 +79,11 @@ func (f *v29ExitFilter) assertNoneIgnored(t testing.TB) {
 func TestExitsPassV29Filter(t *testing.T) {
 	t.Parallel()
 	var lose sync.Map // container ID -> func(taskEvent) bool
-	tc, base := newDaemonTest(t, withLostStreamEvents(func(ev taskEvent) bool {
+	tc := newTestClient(t, onOwnDaemon(), withLostStreamEvents(func(ev taskEvent) bool {
 		f, ok := lose.Load(ev.info.ContainerID)
 		return ok && f.(func(taskEvent) bool)(ev)
 	}))
+	base := testutil.ID(t)
 	d := tc.daemon
 	filter := newV29ExitFilter(tc.ctx, tc.backend)
 	loseExits := func(ev taskEvent) bool { return ev.typ == types.EventExit }
