@@ -657,3 +657,48 @@ func TestCheckpointCRIUHangs(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointCRIURestoreHangs restores a task whose runc runs a
+// stand-in criu that never returns: the restore (NewTask uploads, Start
+// restores) returns when its context ends, DeadlineExceeded; the harness
+// kills the stand-in through the daemon's shims, and the task is then
+// deleted like any other, leaving nothing behind.
+func TestCheckpointCRIURestoreHangs(t *testing.T) {
+	tc, dir := newUploadTest(t)
+	id := testutil.ID(t)
+	spec := tc.spec(t, id, checkpointArgs)
+	ctr, err := tc.NewContainer(tc.ctx, id, spec, runcShim, &runcoptions.Options{BinaryName: standInRunc(t, "hangs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tc.daemon.KillCRIU(tc.ns) })
+
+	const deadline = 2 * time.Second
+	ctx, cancel := context.WithTimeout(tc.ctx, deadline)
+	defer cancel()
+	start := time.Now()
+	var out capture
+	task, err := ctr.NewTask(ctx, dir, false, out.attach)
+	if err != nil {
+		t.Fatalf("NewTask from a checkpoint: %v", err)
+	}
+	err = task.Start(ctx)
+	took := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("restore with a hung criu: %v, want %v", err, context.DeadlineExceeded)
+	}
+	wantClass(t, "restore with a hung criu", err, "DeadlineExceeded")
+	if took > deadline+5*time.Second {
+		t.Fatalf("restore with a hung criu returned after %v, its context ended within %v", took, deadline)
+	}
+	if killed := tc.daemon.KillCRIU(tc.ns); len(killed) == 0 {
+		t.Fatal("the harness found no hung criu to kill")
+	}
+	if err := task.ForceDelete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
+	}
+	tc.assertNothingLeft(t)
+}
