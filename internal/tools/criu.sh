@@ -26,8 +26,8 @@
 # shim ignores the CriuPath runc option).
 #
 # The decision is cached in DIR/selected with a fingerprint: the kernel
-# release, this script, the machine's criu and the chosen criu (their
-# files' digests). A run whose fingerprint matches prints the cached
+# release, the candidates, this script, the machine's criu and the chosen
+# criu (their files' digests). A run whose fingerprint matches prints the cached
 # decision without testing again; anything else (a new kernel, an
 # upgraded criu, an edited script, a missing stamp) runs the self-tests
 # again. Fetched suites are kept in DIR/SUITE and reused.
@@ -87,7 +87,7 @@ criu_files() {
 # fingerprint prints what a cached decision for candidate $1 depends on.
 fingerprint() {
 	# shellcheck disable=SC2046
-	echo "kernel=$(uname -r) script=$(digest "$self") machine=$(digest $(criu_files machine || true)) chosen=$(digest $(criu_files "$1" || true))"
+	echo "kernel=$(uname -r) candidates=${candidates// /,} script=$(digest "$self") machine=$(digest $(criu_files machine || true)) chosen=$(digest $(criu_files "$1" || true))"
 }
 
 # provision_suite fetches Debian suite $1's criu into DIR/SUITE unless it
