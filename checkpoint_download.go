@@ -3,6 +3,7 @@ package libcontainerd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -94,8 +95,11 @@ func (c *Client) downloadCheckpoint(ctx context.Context, t *task, dir string, ex
 // matched on: CRIU's messages (say, an executable "not found") do not
 // mean what the library's message classes mean.
 func checkpointError(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return contextError(ctx, wrapError(err))
+	if cerr := contextEnded(ctx); cerr != nil {
+		if errors.Is(err, cerr) {
+			return wrapError(err)
+		}
+		return fmt.Errorf("%w: %w", cerr, wrapError(err))
 	}
 	if isClassified(err) {
 		return wrapError(err)
@@ -124,7 +128,7 @@ const checkpointResumeTimeout = 10 * time.Minute
 // the client waits for it, bounded by checkpointResumeTimeout and ended by
 // Close.
 func (c *Client) resumeAfterCheckpoint(ctx context.Context, t *task) {
-	if ctx.Err() == nil {
+	if contextEnded(ctx) == nil {
 		c.resumeIfPaused(ctx, t)
 		return
 	}
@@ -136,6 +140,20 @@ func (c *Client) resumeAfterCheckpoint(ctx context.Context, t *task) {
 		defer stop()
 		c.resumeIfPaused(ctx, t)
 	})
+}
+
+// contextEnded returns ctx's error, or DeadlineExceeded once its deadline
+// has passed even if its timer has not fired yet: the server, which got
+// the same deadline, may answer first, with an error that names no class
+// ("context deadline exceeded: unknown" from containerd 1.6's shim).
+func contextEnded(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // resumeIfPaused resumes t if its status is paused.
