@@ -305,7 +305,8 @@ func TestCheckpointCRIUExec(t *testing.T) {
 // holds a TCP connection to a peer outside the container (the test), and
 // CRIU does not dump established connections unless told to, which the
 // library does not. The error is FailedPrecondition, the task keeps
-// running with its connection, and nothing is left behind. Where CRIU does
+// running with its connection (one paused and one resumed event for each
+// attempt), and nothing is left behind. Where CRIU does
 // not work at all, every checkpoint is refused, and the test checks the
 // same of a plain task.
 func TestCheckpointCRIURefused(t *testing.T) {
@@ -352,6 +353,26 @@ func TestCheckpointCRIURefused(t *testing.T) {
 		}
 		out.waitOutput(t, msg)
 	})
+	// Each refused checkpoint paused the task for the dump and resumed
+	// it: a pair of events each, as moby's copy delivers, no more.
+	tc.backend.waitUntil(t, "a paused and a resumed event per refused checkpoint", func(evs []event) bool {
+		// Called with the Backend's lock held: count evs, not through it.
+		var paused, resumed int
+		for _, e := range evs {
+			if e.Info.ContainerID == id {
+				switch e.Type {
+				case types.EventPaused:
+					paused++
+				case types.EventResumed:
+					resumed++
+				}
+			}
+		}
+		return paused == 2 && resumed == 2
+	})
 	tc.removeCheckpointTask(t, ctr, task)
 	tc.assertNothingLeft(t)
+	if p, r := tc.countEvents(id, types.EventPaused), tc.countEvents(id, types.EventResumed); p != 2 || r != 2 {
+		t.Fatalf("%d paused and %d resumed events after two refused checkpoints, want 2 each: %v", p, r, tc.backend.of(id))
+	}
 }
