@@ -55,6 +55,12 @@ func scenarioAPI(t *testing.T, e *env, r *result) {
 	out, code, _ = d.docker("exec", main, "sh", "-c", "exit 5")
 	r.same("exec exit code", "exit %d: %s", code, out)
 
+	// A failed exec: v29 cleans it up itself (its own context, 45 s).
+	_, code, _ = d.docker("exec", main, "no-such-command")
+	r.same("exec of a missing command", "exit %d", code)
+	out, code, _ = d.docker("exec", main, "echo", "after-failed-exec")
+	r.same("exec after a failed exec", "exit %d: %s", code, out)
+
 	_, code, _ = d.docker("pause", main)
 	r.same("pause", "exit %d, then %s", code, d.state(main))
 	_, code, _ = d.docker("exec", main, "true")

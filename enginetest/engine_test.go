@@ -37,9 +37,13 @@ var scenarios = []scenario{
 }
 
 // TestEngine runs every scenario on every engine (ENGINE_DOCKERD) and
-// containerd (ENGINE_CONTAINERD), stock and ours side by side: the two
-// builds of a scenario run at the same time, each on its own daemons and
-// directories, so they share the machine's load and the wall time.
+// containerd (ENGINE_CONTAINERD), stock and ours side by side. The two
+// builds of a scenario run at the same time, and the containerd daemons
+// of one engine run their scenarios at the same time too, each on its own
+// daemons and directories: most of a scenario is waiting (for exits,
+// restarts, the healthcheck's minute), so this divides the wall time
+// while stock and ours share the machine's load. Engines run one after
+// the other.
 func TestEngine(t *testing.T) {
 	defer writeReport(t)
 	ctrds := flavors(t)
@@ -47,6 +51,7 @@ func TestEngine(t *testing.T) {
 		t.Run(eng, func(t *testing.T) {
 			for _, f := range ctrds {
 				t.Run(f.name, func(t *testing.T) {
+					t.Parallel()
 					for _, sc := range scenarios {
 						t.Run(sc.name, func(t *testing.T) {
 							runScenario(t, eng, f, sc)

@@ -191,6 +191,9 @@ func writeReport(t *testing.T) {
 	sort.SliceStable(order, func(i, j int) bool {
 		return slices.Index(byScenario, order[i].scenario) < slices.Index(byScenario, order[j].scenario)
 	})
+	// Columns in a fixed order, whichever daemon finished first.
+	sort.SliceStable(flavors, func(i, j int) bool { return columnRank(flavors[i]) < columnRank(flavors[j]) })
+	sort.Strings(report.times)
 	var b strings.Builder
 	fmt.Fprintf(&b, "Run of %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	b.WriteString("| scenario | observation |")
@@ -271,6 +274,15 @@ func replaceBetweenMarkers(path, body string) error {
 	}
 	s = s[:i+len(beginMarker)] + "\n" + body + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// columnRank orders column groups: engines, then containerd 2.4 before 1.6.
+func columnRank(f string) string {
+	eng, ctrd, _ := strings.Cut(f, "/")
+	if ctrd == "v2" {
+		ctrd = "0"
+	}
+	return eng + "/" + ctrd
 }
 
 // flavorTitle names a column group: "v29/debian" is "v29 1.6".
