@@ -9,6 +9,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
@@ -151,8 +152,15 @@ func TestExitsPassV29Filter(t *testing.T) {
 		if _, err := raw.Delete(tc.ctx); err != nil {
 			t.Fatal(err)
 		}
-		if exit := tc.backend.waitExit(t, id, task.Pid()); exit.ExitCode != 3 {
-			t.Fatalf("exit %+v, want 3 from the TaskDelete", exit)
+		// containerd 2.4 loses some TaskDeletes (the shim shuts down
+		// before it has published): then the exit comes from the next
+		// reconciliation, which finds the task gone.
+		tc.events.reconcile(tc.ctx)
+		exit := tc.backend.waitExit(t, id, task.Pid())
+		fromDelete := exit.ExitCode == 3 && exit.Error == nil
+		gone := exit.ExitCode == 255 && errdefs.IsNotFound(exit.Error)
+		if !fromDelete && !gone {
+			t.Fatalf("exit %+v, want 3 from the TaskDelete, or 255 NotFound from reconciliation", exit)
 		}
 		filter.assertNoneIgnored(t)
 		if err := ctr.Delete(tc.ctx); err != nil {
