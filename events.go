@@ -32,6 +32,9 @@ type eventMonitor struct {
 	// (see newEventClient); closeConn releases it when the loop ends.
 	conn      *containerd.Client
 	closeConn func()
+	// engine is the engine's own client (the one it handed to New), on
+	// which its calls run: see engineServing.
+	engine *containerd.Client
 
 	counters    eventCounters
 	store       *processStore
@@ -58,6 +61,7 @@ func newEventMonitor(cli *containerd.Client, ns string, b types.Backend, logger 
 	m.deletes = newDeferredDeletes(logger, &m.counters, opts.beforeDeferredDeletes)
 	m.oomCounters = newOOMCounters(opts.tombstoneMax)
 	m.conn, m.closeConn = newEventClient(cli, ns)
+	m.engine = cli
 	return m
 }
 

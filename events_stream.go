@@ -184,6 +184,7 @@ func (m *eventMonitor) subscribe(ctx context.Context, ready func()) error {
 					live = true
 					close(stopMarkers)
 					ready()
+					m.engineServing(subCtx)
 					m.reconcile(subCtx)
 					m.deletes.kick()
 				}
@@ -216,6 +217,36 @@ func (m *eventMonitor) publishMarkers(ctx context.Context, stop <-chan struct{})
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, time.Second)
+	}
+}
+
+// engineServingTimeout bounds how long, after a (re)subscription, the
+// client waits for the engine's own connection before it delivers what it
+// missed.
+const engineServingTimeout = 5 * time.Second
+
+// engineServing waits until the engine's own connection to containerd
+// serves, when it is not the client's. The client's connection reconnects
+// within a probe interval of containerd's return, the engine's can be in
+// gRPC's reconnect backoff for seconds more. The exits reconciliation
+// finds, and the deletes deferred during the outage, would reach the
+// engine while its calls (the Delete and the restart its exit handler
+// makes) still fail fast with Unavailable: the restart policy of a
+// container would fail where, with moby's client, whose events come over
+// the engine's connection, it does not. So the engine's connection is
+// told to retry now, and waited for (bounded: events are not held for
+// good by a connection that does not come back).
+func (m *eventMonitor) engineServing(ctx context.Context) {
+	if m.engine == m.conn {
+		return
+	}
+	if cc, ok := m.engine.Conn().(*grpc.ClientConn); ok {
+		cc.ResetConnectBackoff()
+	}
+	ctx, cancel := context.WithTimeout(ctx, engineServingTimeout)
+	defer cancel()
+	if ok, err := m.engine.IsServing(ctx); !ok || err != nil {
+		m.logger.WithError(err).Warn("the engine's containerd connection does not serve yet: delivering what was missed anyway")
 	}
 }
 

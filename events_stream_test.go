@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/ctrkit/libcontainerd/internal/testutil"
 	"github.com/ctrkit/libcontainerd/types"
@@ -324,5 +327,69 @@ func TestExecExitBeforeInitAfterOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		tc.killAndDelete(t, ctr, task)
+	}
+}
+
+// TestExitsWaitForTheEngineConnection restarts containerd under an engine
+// whose own connection reconnects slowly (gRPC's backoff), while a
+// container exits: the exit reaches the engine once its connection serves,
+// so the Delete its exit handler makes (as dockerd's does, before a
+// restart policy starts the container again) succeeds. The client's own
+// event connection comes back first; delivering at once would have that
+// Delete fail with Unavailable.
+func TestExitsWaitForTheEngineConnection(t *testing.T) {
+	t.Parallel()
+	slow := grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 3 * time.Second, Multiplier: 1.6, MaxDelay: 20 * time.Second},
+		MinConnectTimeout: 20 * time.Second,
+	})
+	b := newRecordingBackend()
+	var (
+		mu      sync.Mutex
+		tasks   = map[string]types.Task{}
+		deleted = map[string]error{}
+	)
+	tc := newTestClient(t, onOwnDaemon(), withBackend(b), viaConnection(containerd.WithExtraDialOpts([]grpc.DialOption{slow})))
+	b.fail = func(id string, et types.EventType, ei types.EventInfo) error {
+		mu.Lock()
+		task := tasks[id]
+		mu.Unlock()
+		if et != types.EventExit || ei.ProcessID != id || task == nil {
+			return nil
+		}
+		_, err := task.Delete(tc.ctx)
+		mu.Lock()
+		deleted[id] = err
+		mu.Unlock()
+		return nil
+	}
+	d := tc.daemon
+	id := testutil.ID(t)
+	ctr := tc.newContainer(t, id, []string{"sh", "-c", `trap "exit 3" TERM; echo trapped; while :; do sleep 0.05; done`})
+	out := &capture{}
+	task := tc.createAndStart(t, ctr, false, out.attach)
+	out.waitOutput(t, "trapped")
+	mu.Lock()
+	tasks[id] = task
+	mu.Unlock()
+	whileDown(t, d, func() {
+		// The engine's connection notices the outage and backs off.
+		if _, err := tc.c8dClient.Version(tc.ctx); err == nil {
+			t.Fatal("containerd answered while killed")
+		}
+		if err := syscall.Kill(int(task.Pid()), syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, task.Pid())
+	})
+	tc.backend.waitExit(t, id, task.Pid())
+	mu.Lock()
+	err := deleted[id]
+	mu.Unlock()
+	if err != nil && !errdefs.IsNotFound(err) {
+		t.Fatalf("the engine's Delete in its exit handler: %v, want success (or NotFound: containerd 2.4 removed the task)", err)
+	}
+	if err := ctr.Delete(tc.ctx); err != nil {
+		t.Fatal(err)
 	}
 }
