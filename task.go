@@ -56,6 +56,11 @@ func (t *task) Start(ctx context.Context) (retErr error) {
 		defer t.io.release()
 	}
 	if err := t.c8dTask.Start(ctx); err != nil {
+		if cerr := contextEnded(ctx); cerr != nil {
+			// containerd 1.6's shim answers a start (a restore) that ran
+			// past the deadline it was given without a class.
+			return fmt.Errorf("start task %s: %w: %v", t.c8dTask.ID(), cerr, err)
+		}
 		return t.errorf("start", err)
 	}
 	t.ctr.client.events.store.observeStart(t.c8dTask.ID(), t.c8dTask.ID(), t.c8dTask.Pid())
