@@ -47,8 +47,10 @@ $(TOOLS_DIR)/.containerd-$(CONTAINERD_VERSION):
 	touch $@
 
 .PHONY: test
-test: tools ## unit and integration tests with -race against one daemon (LIBCONTAINERD_TEST_CONTAINERD=v2|debian, default v2)
-	LIBCONTAINERD_TEST_CONTAINERD=$(LIBCONTAINERD_TEST_CONTAINERD) $(GO) test $(TEST_FLAGS) ./...
+test: tools ## unit and integration tests with -race against one daemon (LIBCONTAINERD_TEST_CONTAINERD=v2|debian, default v2); prints each real CRIU step's time
+	@steps=$(CURDIR)/.tools/criu-steps-$(LIBCONTAINERD_TEST_CONTAINERD).log; rm -f $$steps; \
+	LIBCONTAINERD_CRIU_STEPS=$$steps LIBCONTAINERD_TEST_CONTAINERD=$(LIBCONTAINERD_TEST_CONTAINERD) $(GO) test $(TEST_FLAGS) ./...; status=$$?; \
+	echo "=== real CRIU steps (containerd $(LIBCONTAINERD_TEST_CONTAINERD)):"; sort $$steps 2>/dev/null || echo "none ran"; exit $$status
 
 .PHONY: test-matrix
 test-matrix: tools ## the tests against both daemons: containerd 2.4 and Debian's 1.6
