@@ -104,10 +104,7 @@ ENGINE_MOBY_V2_VERSION ?= v2.0.0-beta.24
 engine-build: ## build the engine test's dockerds (skipped when up to date); see enginetest/build.sh
 	GO=$(GO) MOBY_V2_VERSION=$(ENGINE_MOBY_V2_VERSION) enginetest/build.sh $(subst $(comma), ,$(ENGINE_DOCKERD))
 
-# -parallel 4: the stock and ours builds of a scenario run side by side on
-# both containerd daemons (four at once); go test's default, GOMAXPROCS,
-# would let only two run and the others wait.
 .PHONY: engine-test
 engine-test: tools engine-build ## dockerd v28.5.2 and v29 (moby v2 module), each stock vs on this module, compared through the docker CLI on containerd 2.4 and 1.6 (ENGINE_DOCKERD=v28,v29 ENGINE_CONTAINERD=v2,debian ENGINE_MOBY_V2_VERSION); see docs/engine.md
 	$(GO) vet -tags enginetest ./enginetest
-	ENGINE_DOCKERD=$(ENGINE_DOCKERD) ENGINE_CONTAINERD=$(ENGINE_CONTAINERD) $(GO) test -tags enginetest -count=1 -parallel 4 -timeout 40m -v ./enginetest
+	ENGINE_DOCKERD=$(ENGINE_DOCKERD) ENGINE_CONTAINERD=$(ENGINE_CONTAINERD) $(GO) test -tags enginetest -count=1 -timeout 40m -v ./enginetest
